@@ -1,0 +1,254 @@
+"""The daemon's one typed configuration: a TOML file, then SKELETON_* environment variables, then flags.
+
+Each concern owns one section. `load_config` validates cross-field rules and raises ConfigError with a
+message that names the offending key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10 (JetPack 6)
+    import tomli as tomllib
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing, mistyped or inconsistent."""
+
+
+def _default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "skeleton-v2"
+
+
+@dataclass
+class ModelsConfig:
+    # Where fetched and converted models live (never in git).
+    dir: Path = field(default_factory=lambda: _default_cache_dir() / "models")
+    # Isolated environment holding TensorFlow + tf2onnx, used only by `skeletond models fetch`.
+    convert_venv: Path = field(default_factory=lambda: _default_cache_dir() / "convert-venv")
+    # Landmark model size: heavy is the default; full and lite trade accuracy for speed.
+    landmark: str = "heavy"
+
+
+@dataclass
+class EngineConfig:
+    # auto: TensorRT when it and a CUDA device are present, else ONNX Runtime.
+    backend: str = "auto"
+    # Threads per ONNX Runtime session; the pipeline runs the two views in two threads.
+    threads: int = 1
+    # TensorRT engine cache and build settings.
+    engine_dir: Path = field(default_factory=lambda: _default_cache_dir() / "engines")
+    workspace_mb: int = 1024
+    precision: str = "fp16"
+    max_batch: int = 4
+
+
+@dataclass
+class PipelineConfig:
+    # Decompression-bomb guard: photos whose header claims more pixels are refused before decoding.
+    max_pixels: int = 60_000_000
+    # Detector and landmark thresholds (MediaPipe's graph settings).
+    min_detection_score: float = 0.5
+    min_pose_presence: float = 0.5
+    # Average the landmarks of the ROI crop and of its mirror (accuracy.md: steadier measures).
+    flip_test: bool = True
+    # Longest side of the annotated photos returned (0 = the photo's own size).
+    annotated_max_side: int = 1600
+    annotated_jpeg_quality: int = 85
+    # Subject height assumed for the 3D scale when the request gives none (cm).
+    default_height_cm: float = 170.0
+
+
+@dataclass
+class HttpConfig:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    max_body_bytes: int = 64 * 1024 * 1024
+    # Optional bearer token; required for /results when listening beyond loopback.
+    token: str | None = None
+
+
+@dataclass
+class MqttConfig:
+    # mqtt://host:port or mqtts://host:port; None = HTTP only.
+    url: str | None = None
+    topic_prefix: str = "skeleton/v2"
+    client_id: str = field(default_factory=lambda: f"skeletond-{socket.gethostname()}")
+    daemon_id: str = field(default_factory=socket.gethostname)
+    username: str | None = None
+    password: str | None = None
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    session_expiry_s: int = 7 * 24 * 3600
+    keepalive_s: int = 30
+
+
+@dataclass
+class WorkerConfig:
+    queue_size: int = 16
+    # SIGTERM: finish in-flight requests within this many seconds, then exit.
+    stop_timeout_s: float = 30.0
+
+
+@dataclass
+class StoreConfig:
+    path: Path = field(default_factory=lambda: _default_cache_dir() / "results.sqlite3")
+    retention_days: float = 30.0
+    # Keep the uploaded original photos beside the answer (off: privacy default).
+    keep_photos: bool = False
+
+
+@dataclass
+class CalibrationConfig:
+    # kiosk name -> kiosk file (JSON written by `skeletond calibrate`).
+    kiosks: dict[str, Path] = field(default_factory=dict)
+    default_kiosk: str | None = None
+    # Vertical field of view assumed for a phone photo without EXIF focal length (degrees).
+    default_vfov_deg: float = 65.0
+
+
+@dataclass
+class Config:
+    models: ModelsConfig = field(default_factory=ModelsConfig)
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    http: HttpConfig = field(default_factory=HttpConfig)
+    mqtt: MqttConfig = field(default_factory=MqttConfig)
+    worker: WorkerConfig = field(default_factory=WorkerConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
+    calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
+
+
+LANDMARK_MODELS = ("lite", "full", "heavy")
+BACKENDS = ("auto", "onnxruntime", "tensorrt")
+
+
+def _coerce(value: Any, annotation: str, where: str) -> Any:
+    """Turn a TOML or environment value into the field's declared type."""
+    optional = "None" in annotation
+    base = annotation.replace("| None", "").replace("None |", "").strip()
+    if value is None or (optional and isinstance(value, str) and value == ""):
+        if optional:
+            return None
+        raise ConfigError(f"{where}: a value is required")
+    try:
+        if base == "bool":
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(value)
+        if base == "int":
+            if isinstance(value, bool):
+                raise ValueError(value)
+            return int(value)
+        if base == "float":
+            if isinstance(value, bool):
+                raise ValueError(value)
+            return float(value)
+        if base == "Path":
+            return Path(os.path.expanduser(str(value)))
+        if base == "str":
+            if not isinstance(value, (str, int, float)):
+                raise ValueError(value)
+            return str(value)
+        if base.startswith("dict"):
+            if not isinstance(value, dict):
+                raise ValueError(value)
+            return {str(k): Path(os.path.expanduser(str(v))) for k, v in value.items()}
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where}: expected {base}, got {value!r}") from None
+    return value
+
+
+def _apply(section: Any, values: dict[str, Any], where: str) -> None:
+    fields = {f.name: f for f in dataclasses.fields(section)}
+    for key, value in values.items():
+        if key not in fields:
+            raise ConfigError(f"{where}.{key}: unknown setting (known: {', '.join(sorted(fields))})")
+        setattr(section, key, _coerce(value, str(fields[key].type), f"{where}.{key}"))
+
+
+def _env_values(config: Config, environ: dict[str, str]) -> dict[str, dict[str, str]]:
+    """SKELETON_<SECTION>_<KEY>=value, e.g. SKELETON_MODELS_DIR, SKELETON_HTTP_PORT."""
+    found: dict[str, dict[str, str]] = {}
+    for section in dataclasses.fields(config):
+        for f in dataclasses.fields(getattr(config, section.name)):
+            name = f"SKELETON_{section.name}_{f.name}".upper()
+            if name in environ:
+                found.setdefault(section.name, {})[f.name] = environ[name]
+    return found
+
+
+def validate(config: Config) -> None:
+    if config.models.landmark not in LANDMARK_MODELS:
+        raise ConfigError(f"models.landmark: one of {', '.join(LANDMARK_MODELS)}, got {config.models.landmark!r}")
+    if config.engine.backend not in BACKENDS:
+        raise ConfigError(f"engine.backend: one of {', '.join(BACKENDS)}, got {config.engine.backend!r}")
+    if config.engine.precision not in ("fp16", "fp32"):
+        raise ConfigError(f"engine.precision: fp16 or fp32, got {config.engine.precision!r}")
+    if not 1 <= config.engine.max_batch <= 16:
+        raise ConfigError("engine.max_batch: between 1 and 16")
+    if config.engine.threads < 1:
+        raise ConfigError("engine.threads: at least 1")
+    if not 1 <= config.http.port <= 65535:
+        raise ConfigError(f"http.port: 1-65535, got {config.http.port}")
+    if config.http.max_body_bytes < 1024:
+        raise ConfigError("http.max_body_bytes: at least 1024")
+    if config.pipeline.max_pixels < 10_000:
+        raise ConfigError("pipeline.max_pixels: at least 10000")
+    if not 1 <= config.pipeline.annotated_jpeg_quality <= 100:
+        raise ConfigError("pipeline.annotated_jpeg_quality: 1-100")
+    if not 50 <= config.pipeline.default_height_cm <= 250:
+        raise ConfigError("pipeline.default_height_cm: 50-250")
+    if config.worker.queue_size < 1:
+        raise ConfigError("worker.queue_size: at least 1")
+    if config.mqtt.url is not None and not config.mqtt.url.startswith(("mqtt://", "mqtts://")):
+        raise ConfigError(f"mqtt.url: mqtt://host:port or mqtts://host:port, got {config.mqtt.url!r}")
+    if (config.mqtt.cert_file is None) != (config.mqtt.key_file is None):
+        raise ConfigError("mqtt.cert_file and mqtt.key_file go together")
+    if config.mqtt.password is not None and config.mqtt.username is None:
+        raise ConfigError("mqtt.password needs mqtt.username")
+    if config.calibration.default_kiosk is not None and config.calibration.default_kiosk not in config.calibration.kiosks:
+        raise ConfigError(f"calibration.default_kiosk: {config.calibration.default_kiosk!r} is not in calibration.kiosks")
+
+
+def load_config(
+    path: Path | None = None,
+    overrides: dict[str, dict[str, Any]] | None = None,
+    environ: dict[str, str] | None = None,
+) -> Config:
+    """File, then environment, then explicit overrides (flags); validated."""
+    config = Config()
+    layers: list[tuple[str, dict[str, dict[str, Any]]]] = []
+    if path is not None:
+        try:
+            with open(path, "rb") as handle:
+                layers.append((str(path), tomllib.load(handle)))
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} does not exist") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path}: {exc}") from None
+    layers.append(("environment", _env_values(config, dict(os.environ if environ is None else environ))))
+    if overrides:
+        layers.append(("flags", overrides))
+    for origin, layer in layers:
+        for section_name, values in layer.items():
+            if not hasattr(config, section_name) or not isinstance(values, dict):
+                raise ConfigError(f"{origin}: unknown section [{section_name}]")
+            _apply(getattr(config, section_name), values, section_name)
+    validate(config)
+    return config

@@ -1,0 +1,74 @@
+"""What the pose stage hands to everything after it: one ViewPose per person found in a photo."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+# BlazePose's 33 landmarks, in model order.
+BLAZEPOSE_NAMES = (
+    "nose", "left_eye_inner", "left_eye", "left_eye_outer", "right_eye_inner", "right_eye",
+    "right_eye_outer", "left_ear", "right_ear", "mouth_left", "mouth_right", "left_shoulder",
+    "right_shoulder", "left_elbow", "right_elbow", "left_wrist", "right_wrist", "left_pinky",
+    "right_pinky", "left_index", "right_index", "left_thumb", "right_thumb", "left_hip", "right_hip",
+    "left_knee", "right_knee", "left_ankle", "right_ankle", "left_heel", "right_heel",
+    "left_foot_index", "right_foot_index",
+)
+BP = {name: index for index, name in enumerate(BLAZEPOSE_NAMES)}
+
+# Index of each landmark's mirror partner (left <-> right), for flip testing and mirror checks.
+BLAZEPOSE_MIRROR = np.array(
+    [BP[n.replace("left", "@").replace("right", "left").replace("@", "right")] for n in BLAZEPOSE_NAMES]
+)
+
+
+@dataclass
+class ViewPose:
+    """One person in one upright photo (EXIF orientation applied).
+
+    Pixel coordinates: x right, y down, in the uploaded photo's own pixels. World landmarks: metres,
+    hip-centred, as the landmark model's GHUM head gives them (x right, y down, z away from the camera).
+    """
+
+    image_size: tuple[int, int]  # (width, height) of the upright photo
+    keypoints_px: np.ndarray  # (33, 2) float
+    depth_px: np.ndarray  # (33,) relative depth, pixel scale, smaller = nearer (MediaPipe's z)
+    visibility: np.ndarray  # (33,) probability the point is visible (not occluded)
+    presence: np.ndarray  # (33,) probability the point is inside the photo
+    world_m: np.ndarray  # (33, 3) metres, hip-centred
+    box: tuple[float, float, float, float]  # person box (x, y, w, h) in photo pixels, from the landmarks
+    score: float  # detector score of this person
+    pose_flag: float  # landmark model's person-present probability
+    # Segmentation: probability mask on the 256x256 ROI crop, and the 2x3 affine crop px -> photo px.
+    mask_roi: np.ndarray | None = None
+    roi_to_image: np.ndarray | None = None
+
+    def mask_in_image(self, width: int, height: int) -> np.ndarray:
+        """The segmentation probability resampled onto a width x height grid over the whole photo."""
+        import cv2
+
+        if self.mask_roi is None or self.roi_to_image is None:
+            return np.zeros((height, width), np.float32)
+        sx = width / self.image_size[0]
+        sy = height / self.image_size[1]
+        affine = np.diag([sx, sy]) @ self.roi_to_image
+        affine = np.hstack([affine[:, :2], affine[:, 2:]]).astype(np.float64)
+        return cv2.warpAffine(
+            self.mask_roi.astype(np.float32), affine, (width, height),
+            flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0.0,
+        )
+
+
+@dataclass
+class PhotoPoses:
+    """Everything the pose stage found in one photo: people ordered main subject first."""
+
+    image_size: tuple[int, int]
+    people: list[ViewPose]
+    # How many people the detector saw (may exceed len(people) when some had no landmarks).
+    detections: int
+
+    @property
+    def main(self) -> ViewPose:
+        return self.people[0]
