@@ -23,3 +23,45 @@ def testdata_path(*parts: str) -> Path:
 @pytest.fixture(scope="session")
 def testdata() -> Path:
     return testdata_path()
+
+
+@pytest.fixture(scope="session")
+def config():
+    """The default configuration (models from the default models dir or SKELETON_MODELS_DIR)."""
+    from daemon.config import load_config
+
+    return load_config()
+
+
+def _backend(config, landmark: str):
+    from engines.models import ModelsMissing, model_paths
+    from engines.onnxruntime import OnnxRuntimeBackend
+
+    try:
+        paths = model_paths(config.models.dir, landmark)
+    except ModelsMissing as error:
+        pytest.fail(f"{error} (CI runs `skeletond models fetch` before the tests)")
+    return OnnxRuntimeBackend({"detector": paths["detector"], "landmark": paths["landmark"]}, config.engine)
+
+
+@pytest.fixture(scope="session")
+def full_backend(config):
+    """ONNX Runtime with the full landmark model: the one MediaPipe's reference outputs were made with."""
+    backend = _backend(config, "full")
+    yield backend
+    backend.close()
+
+
+@pytest.fixture(scope="session")
+def analyzer():
+    """The production pipeline with its default settings (heavy model, flip testing)."""
+    from daemon.config import load_config
+    from daemon.pipeline import Analyzer
+
+    instance = Analyzer(load_config())
+    yield instance
+    instance.close()
+
+
+def read_photo(*parts: str) -> bytes:
+    return testdata_path("photos", *parts).read_bytes()

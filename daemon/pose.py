@@ -1,0 +1,347 @@
+"""BlazePose GHUM 3D on the project's own pre/post-processing, following MediaPipe's pose graph.
+
+photo -> letterboxed 224 px detector input -> SSD anchors, sigmoid scores, weighted NMS, letterbox
+removal -> rotated square ROI from the hip-centre and scale keypoints -> 256 px crop (and its mirror,
+for flip testing) -> 39 landmarks, heatmap refinement, projection back to photo pixels, world landmarks,
+segmentation mask.
+
+The settings are MediaPipe's (mediapipe/modules/pose_detection/pose_detection_cpu.pbtxt,
+pose_landmark/pose_detection_to_roi.pbtxt, tensors_to_pose_landmarks_and_segmentation.pbtxt); each is
+named here once. Everything is plain numpy over arrays; the backend only runs the two models.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from daemon.views import BLAZEPOSE_MIRROR, PhotoPoses, ViewPose
+from engines.base import Backend
+
+DETECTOR_SIZE = 224
+LANDMARK_SIZE = 256
+HEATMAP_KERNEL = 7  # RefineLandmarksFromHeatmapCalculator kernel_size in the pose graph
+HEATMAP_MIN_CONFIDENCE = 0.5  # its default min_confidence_to_refine
+NMS_IOU = 0.3
+ROI_SCALE = 1.25
+SCORE_CLIP = 100.0
+NUM_LANDMARKS = 39  # 33 pose points + 6 auxiliary (33-34 drive the next frame's ROI in video)
+# How many people a crowded photo gets landmarks for: the main subject and a few bystanders.
+MAX_PEOPLE = 4
+
+# Mirror partner of each of the 39 model outputs; the auxiliary points lie on the body's midline.
+_MIRROR39 = np.concatenate([BLAZEPOSE_MIRROR, np.arange(33, NUM_LANDMARKS)])
+
+
+def ssd_anchor_centers() -> np.ndarray:
+    """The detector's 2254 anchor centres (x, y), normalised, in MediaPipe's order.
+
+    SsdAnchorsCalculator with strides [8, 16, 32, 32, 32], aspect ratio 1 plus one interpolated scale per
+    layer, fixed anchor size: 2 anchors a cell on the 28 and 14 grids, 6 on the 7 grid (the three
+    stride-32 layers merge). With fixed_anchor_size only the centres matter (w = h = 1).
+    """
+    centers = []
+    for grid, per_cell in ((28, 2), (14, 2), (7, 6)):
+        ys, xs = np.meshgrid(np.arange(grid), np.arange(grid), indexing="ij")
+        cell = np.stack([(xs + 0.5) / grid, (ys + 0.5) / grid], axis=-1).reshape(-1, 1, 2)
+        centers.append(np.repeat(cell, per_cell, axis=1).reshape(-1, 2))
+    return np.concatenate(centers).astype(np.float32)
+
+
+ANCHORS = ssd_anchor_centers()
+
+
+def _sigmoid(values: np.ndarray) -> np.ndarray:
+    # tanh form: no overflow warning for large negative logits.
+    return 0.5 * (1.0 + np.tanh(0.5 * values))
+
+
+def _rect_to_crop(cx: float, cy: float, width: float, height: float, rotation: float, size: int) -> np.ndarray:
+    """2x3 affine taking photo pixels to a size x size crop of a rotated rectangle.
+
+    Corner to corner, as ImageToTensorCalculator's OpenCV path maps the rectangle's corners onto
+    (0, size) .. (size, 0).
+    """
+    cos, sin = math.cos(rotation), math.sin(rotation)
+
+    def corner(dx: float, dy: float) -> tuple[float, float]:
+        return cx + cos * dx - sin * dy, cy + sin * dx + cos * dy
+
+    src = np.float32([corner(-width / 2, height / 2), corner(-width / 2, -height / 2), corner(width / 2, -height / 2)])
+    dst = np.float32([[0, size], [0, 0], [size, 0]])
+    return cv2.getAffineTransform(src, dst)
+
+
+def _apply_affine(affine: np.ndarray, points: np.ndarray) -> np.ndarray:
+    return points @ affine[:, :2].T + affine[:, 2]
+
+
+@dataclass
+class Detection:
+    score: float
+    box_px: np.ndarray  # (4,) xmin, ymin, xmax, ymax in photo pixels
+    keypoints_px: np.ndarray  # (4, 2): hip centre, scale point (full body), shoulder centre, scale point
+
+
+def detector_input(image_bgr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The whole photo letterboxed into 224 x 224 RGB in [-1, 1], and the 2x3 affine tensor px -> photo px."""
+    height, width = image_bgr.shape[:2]
+    side = float(max(width, height))
+    to_tensor = _rect_to_crop(width / 2, height / 2, side, side, 0.0, DETECTOR_SIZE)
+    # Sampling straight from the full photo is what MediaPipe's CPU graph does; it costs no more than
+    # the 224 x 224 output and keeps our detections identical to its own.
+    crop = cv2.warpAffine(
+        image_bgr, to_tensor, (DETECTOR_SIZE, DETECTOR_SIZE), flags=cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0),
+    )
+    tensor = cv2.cvtColor(crop, cv2.COLOR_BGR2RGB).astype(np.float32)
+    tensor *= 2.0 / 255.0
+    tensor -= 1.0
+    return tensor, cv2.invertAffineTransform(to_tensor)
+
+
+def decode_detections(raw_boxes: np.ndarray, raw_scores: np.ndarray, min_score: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Anchors + raw outputs -> (scores (n,), boxes (n, 4) xmin ymin xmax ymax, keypoints (n, 4, 2)), tensor px."""
+    scores = _sigmoid(np.clip(raw_scores.reshape(-1), -SCORE_CLIP, SCORE_CLIP))
+    keep = np.flatnonzero(scores >= min_score)
+    raw = raw_boxes.reshape(-1, 12)[keep]
+    anchors = ANCHORS[keep] * DETECTOR_SIZE
+    centers = raw[:, 0:2] + anchors
+    half = raw[:, 2:4] / 2
+    boxes = np.concatenate([centers - half, centers + half], axis=1)
+    keypoints = raw[:, 4:12].reshape(-1, 4, 2) + anchors[:, None, :]
+    valid = (raw[:, 2] > 0) & (raw[:, 3] > 0)
+    return scores[keep][valid], boxes[valid], keypoints[valid]
+
+
+def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    x0 = np.maximum(box[0], boxes[:, 0])
+    y0 = np.maximum(box[1], boxes[:, 1])
+    x1 = np.minimum(box[2], boxes[:, 2])
+    y1 = np.minimum(box[3], boxes[:, 3])
+    inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
+    area = (box[2] - box[0]) * (box[3] - box[1])
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    union = area + areas - inter
+    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
+
+
+def weighted_nms(scores: np.ndarray, boxes: np.ndarray, keypoints: np.ndarray, iou_threshold: float = NMS_IOU):
+    """MediaPipe's WEIGHTED non-maximum suppression: each kept detection is the score-weighted mean of
+    the detections that overlap it (itself included); its score stays the best one."""
+    order = np.argsort(-scores, kind="stable")
+    remaining = order
+    kept = []
+    while remaining.size:
+        best = remaining[0]
+        overlap = _iou(boxes[best], boxes[remaining]) > iou_threshold
+        group = remaining[overlap]
+        weights = scores[group][:, None]
+        box = (boxes[group] * weights).sum(0) / weights.sum()
+        points = (keypoints[group] * weights[:, :, None]).sum(0) / weights.sum()
+        kept.append((float(scores[best]), box, points))
+        remaining = remaining[~overlap]
+    return kept
+
+
+def detect(backend: Backend, image_bgr: np.ndarray, min_score: float) -> list[Detection]:
+    """People found in the photo, best score first, in photo pixels."""
+    tensor, to_photo = detector_input(image_bgr)
+    outputs = backend.run("detector", {"input_1": tensor[None]})
+    scores, boxes, keypoints = decode_detections(outputs["Identity"][0], outputs["Identity_1"][0], min_score)
+    detections = []
+    for score, box, points in weighted_nms(scores, boxes, keypoints):
+        corners = _apply_affine(to_photo, box.reshape(2, 2)).reshape(4)
+        detections.append(Detection(score, corners, _apply_affine(to_photo, points)))
+    return detections
+
+
+@dataclass(frozen=True)
+class Roi:
+    """A rotated square in photo pixels (centre, side, rotation in radians, clockwise on screen)."""
+
+    cx: float
+    cy: float
+    side: float
+    rotation: float
+
+    def to_crop(self) -> np.ndarray:
+        return _rect_to_crop(self.cx, self.cy, self.side, self.side, self.rotation, LANDMARK_SIZE)
+
+
+def detection_roi(detection: Detection) -> Roi:
+    """AlignmentPointsRectsCalculator (hip centre -> scale point, target angle 90 deg), then x1.25, square."""
+    (x0, y0), (x1, y1) = detection.keypoints_px[0], detection.keypoints_px[1]
+    side = 2.0 * math.hypot(x1 - x0, y1 - y0) * ROI_SCALE
+    rotation = math.pi / 2 - math.atan2(-(y1 - y0), x1 - x0)
+    rotation = rotation - 2 * math.pi * math.floor((rotation + math.pi) / (2 * math.pi))
+    return Roi(float(x0), float(y0), side, rotation)
+
+
+def landmark_input(image_bgr: np.ndarray, roi: Roi, with_mirror: bool) -> np.ndarray:
+    """The 256 px RGB crop in [0, 1] (and its horizontal mirror): (1 or 2, 256, 256, 3) float32."""
+    crop = cv2.warpAffine(
+        image_bgr, roi.to_crop(), (LANDMARK_SIZE, LANDMARK_SIZE), flags=cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_REPLICATE,
+    )
+    crop = cv2.cvtColor(crop, cv2.COLOR_BGR2RGB)
+    batch = np.stack([crop, crop[:, ::-1]]) if with_mirror else crop[None]
+    return batch.astype(np.float32) * (1.0 / 255.0)
+
+
+
+
+def refine_from_heatmap(xy_norm: np.ndarray, heatmap_logits: np.ndarray) -> np.ndarray:
+    """RefineLandmarksFromHeatmapCalculator: replace each point by the confidence-weighted mean position
+    inside a 7x7 window of its heatmap, where the heatmap is confident (max >= 0.5).
+
+    xy_norm: (39, 2) in [0, 1] of the crop; heatmap_logits: (64, 64, 39). Returns refined (39, 2).
+    """
+    rows, cols, _ = heatmap_logits.shape
+    refined = xy_norm.copy()
+    offset = (HEATMAP_KERNEL - 1) // 2
+    for index in range(xy_norm.shape[0]):
+        # int() truncates toward zero, as the C++ cast does.
+        col = int(xy_norm[index, 0] * cols)
+        row = int(xy_norm[index, 1] * rows)
+        # MediaPipe's check compares the column against the height too (square heatmap: same thing).
+        if col < 0 or col >= cols or row < 0 or col >= rows:
+            continue
+        r0, r1 = max(0, row - offset), min(rows, row + offset + 1)
+        c0, c1 = max(0, col - offset), min(cols, col + offset + 1)
+        confidence = _sigmoid(heatmap_logits[r0:r1, c0:c1, index].astype(np.float64))
+        total = confidence.sum()
+        if confidence.max() >= HEATMAP_MIN_CONFIDENCE and total > 0:
+            grid_rows, grid_cols = np.mgrid[r0:r1, c0:c1]
+            refined[index, 0] = (grid_cols * confidence).sum() / cols / total
+            refined[index, 1] = (grid_rows * confidence).sum() / rows / total
+    return refined
+
+
+@dataclass
+class CropLandmarks:
+    """One landmark pass, in crop coordinates (256 px), before projection to the photo."""
+
+    xy: np.ndarray  # (39, 2) crop px
+    z: np.ndarray  # (39,) crop px scale
+    visibility: np.ndarray  # (39,)
+    presence: np.ndarray  # (39,)
+    world: np.ndarray  # (39, 3) metres, in the crop's orientation
+    mask: np.ndarray  # (256, 256) probability
+    pose_flag: float
+
+
+def decode_crop(outputs: dict[str, np.ndarray], index: int) -> CropLandmarks:
+    raw = outputs["Identity"][index].reshape(NUM_LANDMARKS, 5)
+    xy_norm = raw[:, :2] / LANDMARK_SIZE
+    xy_norm = refine_from_heatmap(xy_norm, outputs["Identity_3"][index])
+    return CropLandmarks(
+        xy=xy_norm * LANDMARK_SIZE,
+        z=raw[:, 2].astype(np.float64),
+        visibility=_sigmoid(raw[:, 3].astype(np.float64)),
+        presence=_sigmoid(raw[:, 4].astype(np.float64)),
+        world=outputs["Identity_4"][index].reshape(NUM_LANDMARKS, 3).astype(np.float64),
+        mask=_sigmoid(outputs["Identity_2"][index, :, :, 0]),
+        pose_flag=float(outputs["Identity_1"][index].reshape(-1)[0]),
+    )
+
+
+def unmirror(mirrored: CropLandmarks) -> CropLandmarks:
+    """Landmarks found on the mirrored crop, expressed on the original crop (x mirrored, left <-> right)."""
+    xy = mirrored.xy[_MIRROR39].copy()
+    xy[:, 0] = LANDMARK_SIZE - xy[:, 0]
+    world = mirrored.world[_MIRROR39].copy()
+    world[:, 0] = -world[:, 0]
+    return CropLandmarks(
+        xy=xy, z=mirrored.z[_MIRROR39], visibility=mirrored.visibility[_MIRROR39],
+        presence=mirrored.presence[_MIRROR39], world=world, mask=mirrored.mask[:, ::-1],
+        pose_flag=mirrored.pose_flag,
+    )
+
+
+def average(first: CropLandmarks, second: CropLandmarks) -> CropLandmarks:
+    """Flip testing: the mean of the two passes cancels the model's left/right asymmetry."""
+    return CropLandmarks(
+        xy=(first.xy + second.xy) / 2, z=(first.z + second.z) / 2,
+        visibility=(first.visibility + second.visibility) / 2, presence=(first.presence + second.presence) / 2,
+        world=(first.world + second.world) / 2, mask=(first.mask + second.mask) / 2,
+        pose_flag=(first.pose_flag + second.pose_flag) / 2,
+    )
+
+
+def _mask_box(mask: np.ndarray, crop_to_photo: np.ndarray, width: int, height: int) -> tuple[float, float, float, float] | None:
+    rows, cols = np.nonzero(mask > 0.5)
+    if rows.size == 0:
+        return None
+    # Pixel centres sit at integer crop coordinates for OpenCV's warps; take the pixels' outer edges.
+    corners = np.array([[cols.min(), rows.min()], [cols.max() + 1, rows.min()], [cols.min(), rows.max() + 1],
+                        [cols.max() + 1, rows.max() + 1]], np.float64)
+    points = _apply_affine(crop_to_photo, corners)
+    x0, y0 = np.clip(points.min(0), 0, [width, height])
+    x1, y1 = np.clip(points.max(0), 0, [width, height])
+    return float(x0), float(y0), float(x1 - x0), float(y1 - y0)
+
+
+def to_view(crop: CropLandmarks, roi: Roi, image_size: tuple[int, int], score: float) -> ViewPose:
+    """Project crop landmarks into photo pixels (LandmarkProjectionCalculator) and world landmarks into the
+    photo's orientation (WorldLandmarkProjectionCalculator)."""
+    crop_to_photo = cv2.invertAffineTransform(roi.to_crop())
+    keypoints = _apply_affine(crop_to_photo, crop.xy[:33].astype(np.float64))
+    cos, sin = math.cos(roi.rotation), math.sin(roi.rotation)
+    world = crop.world[:33].copy()
+    world[:, 0], world[:, 1] = cos * crop.world[:33, 0] - sin * crop.world[:33, 1], sin * crop.world[:33, 0] + cos * crop.world[:33, 1]
+    width, height = image_size
+    box = _mask_box(crop.mask, crop_to_photo, width, height)
+    if box is None:
+        low, high = keypoints.min(0), keypoints.max(0)
+        box = (float(low[0]), float(low[1]), float(high[0] - low[0]), float(high[1] - low[1]))
+    return ViewPose(
+        image_size=image_size,
+        keypoints_px=keypoints,
+        depth_px=crop.z[:33] / LANDMARK_SIZE * roi.side,
+        visibility=crop.visibility[:33],
+        presence=crop.presence[:33],
+        world_m=world,
+        box=box,
+        score=score,
+        pose_flag=crop.pose_flag,
+        mask_roi=crop.mask.astype(np.float32),
+        roi_to_image=crop_to_photo,
+    )
+
+
+def main_subject_order(people: list[ViewPose]) -> list[ViewPose]:
+    """Main subject first: the largest person, discounted by distance from the photo's centre.
+
+    rank = box area x (1 - d), d = distance of the box centre from the photo centre over half the diagonal:
+    a kiosk user stands large and central; bystanders are smaller or off to the side.
+    """
+    def rank(person: ViewPose) -> float:
+        width, height = person.image_size
+        x, y, w, h = person.box
+        d = math.hypot(x + w / 2 - width / 2, y + h / 2 - height / 2) / (math.hypot(width, height) / 2)
+        return w * h * max(0.0, 1.0 - d)
+
+    return sorted(people, key=rank, reverse=True)
+
+
+def estimate(backend: Backend, image_bgr: np.ndarray, *, min_score: float = 0.5, min_presence: float = 0.5,
+             flip_test: bool = True) -> PhotoPoses:
+    """Every person in an upright BGR photo, main subject first."""
+    height, width = image_bgr.shape[:2]
+    detections = detect(backend, image_bgr, min_score)
+    people = []
+    for detection in detections[:MAX_PEOPLE]:
+        roi = detection_roi(detection)
+        batch = landmark_input(image_bgr, roi, flip_test)
+        outputs = backend.run("landmark", {"input_1": batch})
+        crop = decode_crop(outputs, 0)
+        if flip_test:
+            crop = average(crop, unmirror(decode_crop(outputs, 1)))
+        if crop.pose_flag < min_presence:
+            continue
+        people.append(to_view(crop, roi, (width, height), detection.score))
+    return PhotoPoses(image_size=(width, height), people=main_subject_order(people), detections=len(detections))
