@@ -20,6 +20,10 @@ def testdata_path(*parts: str) -> Path:
     return path
 
 
+# Test modules import this helper; its name must not make pytest collect it as a test.
+testdata_path.__test__ = False
+
+
 @pytest.fixture(scope="session")
 def testdata() -> Path:
     return testdata_path()
