@@ -1,0 +1,209 @@
+"""One request, straight through: decode -> detect -> landmarks -> lift -> measures -> grades -> guidance ->
+render -> answer. `Analyzer` owns the models; it is built in the inference worker's own thread.
+
+The two photos run side by side in two threads at each stage (decoders, ONNX Runtime with spinning
+off, and OpenCV's drawing and JPEG encoding all release the GIL).
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from calibration.kiosk import Kiosk, choose_intrinsics, load_kiosk
+from daemon import grades, guidance, lift, measures, metrics, pose, render
+from daemon.answer import ViewResult, build_answer
+from daemon.config import Config
+from daemon.errors import AnalysisError
+from daemon.imageio import decode_upright
+from daemon.layouts import head_top_px, layout22, HEAD_TOP_FRACTION
+from daemon.request import AnalyzeRequest
+from daemon.views import PhotoPoses
+from engines.models import model_paths, model_sha256
+from engines.select import open_backend, select_backend
+
+log = logging.getLogger(__name__)
+
+# Longest side of the reduced copy that the guidance checks (brightness, blur) look at.
+GUIDANCE_SIDE = 512
+
+
+@dataclass
+class _Photo:
+    name: str  # "Front" / "Side", as the seed's messages say it
+    data: bytes
+    pixels: np.ndarray | None = None
+    poses: PhotoPoses | None = None
+
+
+@contextmanager
+def _stage(name: str, timings: dict[str, float]):
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        elapsed = time.perf_counter() - start
+        timings[name] = elapsed
+        metrics.observe_stage(name, elapsed)
+
+
+class Analyzer:
+    """Holds the backend and the settings; `analyze` turns one request into one answer."""
+
+    def __init__(self, config: Config):
+        self.config = config
+        paths = model_paths(config.models.dir, config.models.landmark)
+        self.backend_name, self.backend_reason = select_backend(config.engine)
+        self.backend = open_backend({"detector": paths["detector"], "landmark": paths["landmark"]}, config.engine)
+        self.model_versions = {
+            "detector": model_sha256(paths["detector"]),
+            f"landmark_{config.models.landmark}": model_sha256(paths["landmark"]),
+        }
+        # Kiosk files are read once, at start: a broken one stops the daemon with the reason.
+        self.kiosks: dict[str, Kiosk] = {name: load_kiosk(path) for name, path in config.calibration.kiosks.items()}
+        self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="view")
+        # Timings of the last request, by stage (the benchmark prints them).
+        self.last_timings: dict[str, float] = {}
+        log.info("analyzer ready: %s (%s); models %s", self.backend.description, self.backend_reason, self.model_versions)
+
+    def describe(self) -> dict:
+        return {
+            "backend": self.backend_name,
+            "backend_reason": self.backend_reason,
+            "backend_description": self.backend.description,
+            "landmark_model": self.config.models.landmark,
+            "models": self.model_versions,
+            "flip_test": self.config.pipeline.flip_test,
+        }
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+        self.backend.close()
+
+    def _both(self, function, front, side):
+        """Run `function` on the two views at once; the first error (front first) wins."""
+        futures = [self._pool.submit(function, front), self._pool.submit(function, side)]
+        return [future.result() for future in futures]
+
+    def estimate(self, image_bgr: np.ndarray) -> PhotoPoses:
+        settings = self.config.pipeline
+        return pose.estimate(
+            self.backend, image_bgr, min_score=settings.min_detection_score,
+            min_presence=settings.min_pose_presence, flip_test=settings.flip_test,
+        )
+
+    def analyze(self, request: AnalyzeRequest) -> dict:
+        settings = self.config.pipeline
+        timings: dict[str, float] = {}
+        kiosk_name = request.kiosk or self.config.calibration.default_kiosk
+        if kiosk_name is not None and kiosk_name not in self.kiosks:
+            raise AnalysisError("validation", f"unknown kiosk {kiosk_name!r}", text="invalid field: kiosk")
+        kiosk = self.kiosks.get(kiosk_name) if kiosk_name else None
+        front = _Photo("Front", request.front_image)
+        side = _Photo("Side", request.side_image)
+        total_start = time.perf_counter()
+
+        with _stage("decode", timings):
+            front.pixels, side.pixels = self._both(
+                lambda photo: decode_upright(photo.data, photo.name.lower(), settings.max_pixels), front, side
+            )
+        with _stage("pose", timings):
+            front.poses, side.poses = self._both(lambda photo: self.estimate(photo.pixels), front, side)
+        for photo in (front, side):
+            if not photo.poses.people:
+                raise AnalysisError("processing", f"no person found in the {photo.name.lower()} image")
+
+        with _stage("measures", timings):
+            front_measures = measures.front_measures(front.poses.main)
+            side_measures = measures.side_measures(side.poses.main)
+            messages = self._messages(request, front, side, front_measures, side_measures)
+
+        with _stage("render", timings):
+            annotated = self._both(
+                lambda item: self._annotate(item[0], item[1], item[2]),
+                (front, front_measures, "front"), (side, side_measures, "side"),
+            )
+        with _stage("lift", timings):
+            views = [
+                self._view_result(photo, request, kiosk, jpeg, scale)
+                for photo, (jpeg, scale) in zip((front, side), annotated)
+            ]
+        with _stage("answer", timings):
+            answer = build_answer(
+                uuid=request.uuid,
+                front=views[0],
+                side=views[1],
+                front_measures=front_measures,
+                side_measures=side_measures,
+                far_grade=grades.grade(front_measures),
+                sar_grade=grades.grade(side_measures),
+                side_part=measures.side_part(side.poses.main),
+                sar_fwd_head=measures.forward_head_flag(side_measures),
+                message=messages,
+                model_versions=self.model_versions,
+            )
+        timings["total"] = time.perf_counter() - total_start
+        self.last_timings = timings
+        return answer
+
+    def _messages(self, request, front: _Photo, side: _Photo, front_measures, side_measures) -> list[str]:
+        messages: list[str] = []
+        for photo in (front, side):
+            small, scale = _reduced(photo.pixels, GUIDANCE_SIDE)
+            messages += guidance.photo_guidance(photo.name, photo.poses, small, scale)
+        messages += guidance.pair_guidance(front.poses, side.poses)
+        for name, measure in {**front_measures, **side_measures}.items():
+            if measure.status == "not_measurable":
+                messages.append(f"The measure {name} could not be taken: {measure.reason}.")
+        messages += request.notes
+        # Keep the order, drop repeats.
+        return list(dict.fromkeys(messages))
+
+    def _annotate(self, photo: _Photo, view_measures, kind: str) -> tuple[str, float]:
+        settings = self.config.pipeline
+        image, scale = render.render_annotated(photo.pixels, photo.poses.main, view_measures, kind, settings.annotated_max_side)
+        ok, encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, settings.annotated_jpeg_quality])
+        if not ok:
+            raise AnalysisError("internal", f"could not encode the annotated {kind} photo")
+        return base64.b64encode(encoded.tobytes()).decode("ascii"), scale
+
+    def _view_result(self, photo: _Photo, request: AnalyzeRequest, kiosk: Kiosk | None, jpeg_b64: str,
+                     scale: float) -> ViewResult:
+        person = photo.poses.main
+        top = head_top_px(person)
+        # The camera: the kiosk's calibration, else the photo's EXIF focal length, else a typical phone.
+        intrinsics = choose_intrinsics(
+            person.image_size, kiosk, exif_source=photo.data, default_vfov_deg=self.config.calibration.default_vfov_deg
+        )
+        points_mm, camera = lift.camera_frame_mm(
+            person, intrinsics, request.height_cm, None, self.config.pipeline.default_height_cm,
+            placement=kiosk.placement if kiosk else None,
+        )
+        # The 22-point layout in 3D: derived points as in 2D; the head top from the head axis (no mask in 3D).
+        head = points_mm[[7, 8]].mean(axis=0)
+        thorax = points_mm[[11, 12]].mean(axis=0)
+        top3d = head + HEAD_TOP_FRACTION * (head - thorax)
+        return ViewResult(
+            poses=photo.poses,
+            head_top_px=top,
+            points3d_mm=layout22(person, points=points_mm, head_top=top3d),
+            camera=camera,
+            annotated_jpeg_b64=jpeg_b64,
+            annotated_scale=scale,
+        )
+
+
+def _reduced(image: np.ndarray, longest: int) -> tuple[np.ndarray, float]:
+    height, width = image.shape[:2]
+    scale = min(1.0, longest / max(height, width))
+    if scale >= 1.0:
+        return image, 1.0
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA), scale

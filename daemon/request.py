@@ -1,0 +1,157 @@
+"""Parse and validate a skeleton-v2 request (the same JSON over HTTP, MQTT and the CLI) into a Job."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import hashlib
+import re
+from dataclasses import dataclass, field
+
+import orjson
+
+from daemon.errors import AnalysisError
+
+# A uuid becomes an MQTT topic level and a store key: no wildcards, separators or control characters.
+_UUID_BAD = re.compile(r"[/+#\x00-\x1f\x7f]")
+MAX_UUID_LENGTH = 128
+
+_GENDERS = {
+    "m": "male", "male": "male", "man": "male", "남": "male", "남자": "male", "남성": "male",
+    "f": "female", "female": "female", "woman": "female", "여": "female", "여자": "female", "여성": "female",
+}
+
+
+@dataclass
+class AnalyzeRequest:
+    id: str
+    uuid: str
+    front_image: bytes
+    side_image: bytes
+    height_cm: float | None = None
+    weight_kg: float | None = None
+    age: float | None = None
+    gender: str | None = None
+    birthday: dt.date | None = None
+    kiosk: str | None = None
+    # Notes for the answer's `message` (optional fields that were unreadable and ignored).
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def input_hash(self) -> str:
+        """Identifies the photos, so a uuid reused with other photos can be told apart from a redelivery."""
+        digest = hashlib.sha256()
+        for part in (self.front_image, self.side_image):
+            digest.update(hashlib.sha256(part).digest())
+        digest.update(repr(self.height_cm).encode())
+        return digest.hexdigest()
+
+
+def uuid_problem(uuid: object) -> str | None:
+    """Why `uuid` cannot key a result (None when it can)."""
+    if not isinstance(uuid, str) or not uuid:
+        return "uuid must be a non-empty string"
+    if len(uuid) > MAX_UUID_LENGTH:
+        return f"uuid is longer than {MAX_UUID_LENGTH} characters"
+    if _UUID_BAD.search(uuid):
+        return "uuid must not contain '/', '+', '#' or control characters"
+    return None
+
+
+def _required_string(payload: dict, name: str) -> str:
+    if name not in payload:
+        raise AnalysisError("validation", f"missing field '{name}'", text=f"missing field: {name}")
+    value = payload[name]
+    if not isinstance(value, str):
+        raise AnalysisError(
+            "validation", f"field '{name}' must be a string, got {type(value).__name__}",
+            text=f"invalid field: {name}",
+        )
+    return value
+
+
+def _image(payload: dict, name: str, view: str) -> bytes:
+    text = _required_string(payload, name)
+    # Some clients send a data URL; the seed sends bare base64.
+    if text.startswith("data:"):
+        text = text.partition(",")[2]
+    try:
+        data = base64.b64decode(text, validate=False)
+    except (binascii.Error, ValueError) as exc:
+        raise AnalysisError("image_load", f"{view} image: not valid base64 ({exc})") from None
+    if not data:
+        raise AnalysisError("image_load", f"{view} image: empty")
+    return data
+
+
+def _number(payload: dict, name: str, low: float, high: float, unit: str) -> float | None:
+    value = payload.get(name)
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool):
+        value = None
+    elif isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            value = None
+    if not isinstance(value, (int, float)) or not low <= float(value) <= high:
+        raise AnalysisError(
+            "validation", f"field '{name}' must be a number from {low:g} to {high:g} ({unit}), got {payload[name]!r}",
+            text=f"invalid field: {name}",
+        )
+    return float(value)
+
+
+def _birthday(value: object) -> dt.date | None:
+    if not isinstance(value, str):
+        return None
+    for pattern in ("%Y-%m-%d", "%Y%m%d", "%Y/%m/%d", "%Y.%m.%d"):
+        try:
+            return dt.datetime.strptime(value.strip(), pattern).date()
+        except ValueError:
+            continue
+    return None
+
+
+def parse_request(payload: bytes | str | dict) -> AnalyzeRequest:
+    """A Job from the request JSON; AnalysisError(validation | image_load) says what is wrong."""
+    if not isinstance(payload, dict):
+        try:
+            payload = orjson.loads(payload)
+        except orjson.JSONDecodeError as exc:
+            raise AnalysisError("validation", f"body is not JSON: {exc}", text="invalid JSON") from None
+    if not isinstance(payload, dict):
+        raise AnalysisError("validation", "body must be a JSON object", text="invalid JSON")
+
+    user_id = _required_string(payload, "id")
+    uuid = _required_string(payload, "uuid")
+    problem = uuid_problem(uuid)
+    if problem:
+        raise AnalysisError("validation", problem, text="invalid field: uuid")
+    front = _image(payload, "forigimg", "front")
+    side = _image(payload, "sorigimg", "side")
+
+    request = AnalyzeRequest(id=user_id, uuid=uuid, front_image=front, side_image=side)
+    request.height_cm = _number(payload, "height", 50, 250, "cm")
+    request.weight_kg = _number(payload, "weight", 10, 400, "kg")
+    request.age = _number(payload, "age", 0, 120, "years")
+
+    # gender and birthday are lenient (decisions.md): unreadable values are noted and ignored, never a 400.
+    gender = payload.get("gender")
+    if gender not in (None, ""):
+        request.gender = _GENDERS.get(str(gender).strip().lower())
+        if request.gender is None:
+            request.notes.append("The gender field was not understood and was ignored.")
+    birthday = payload.get("birthday")
+    if birthday not in (None, ""):
+        request.birthday = _birthday(birthday)
+        if request.birthday is None:
+            request.notes.append("The birthday field was not understood and was ignored.")
+
+    kiosk = payload.get("kiosk")
+    if kiosk is not None and not isinstance(kiosk, str):
+        raise AnalysisError("validation", "field 'kiosk' must be a string", text="invalid field: kiosk")
+    request.kiosk = kiosk or None
+    return request
