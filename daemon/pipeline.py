@@ -23,7 +23,7 @@ from daemon.answer import ViewResult, build_answer
 from daemon.config import Config
 from daemon.errors import AnalysisError
 from daemon.imageio import decode_upright
-from daemon.layouts import head_top_px, layout22, HEAD_TOP_FRACTION
+from daemon.layouts import head_top_px, layout22
 from daemon.request import AnalyzeRequest
 from daemon.views import PhotoPoses
 from engines.models import model_paths, model_sha256
@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 
 # Longest side of the reduced copy that the guidance checks (brightness, blur) look at.
 GUIDANCE_SIDE = 512
+# Off the kiosk's standing mark by more than this share of its distance: "too far" / "too close".
+DISTANCE_TOLERANCE = 0.15
 
 
 @dataclass
@@ -123,7 +125,6 @@ class Analyzer:
         with _stage("measures", timings):
             front_measures = measures.front_measures(front.poses.main)
             side_measures = measures.side_measures(side.poses.main)
-            messages = self._messages(request, front, side, front_measures, side_measures)
 
         with _stage("render", timings):
             annotated = self._both(
@@ -135,6 +136,11 @@ class Analyzer:
                 self._view_result(photo, request, kiosk, jpeg, scale)
                 for photo, (jpeg, scale) in zip((front, side), annotated)
             ]
+        with _stage("guidance", timings):
+            messages = self._messages(request, front, side, front_measures, side_measures)
+            if kiosk is not None and kiosk.placement is not None:
+                for photo, view in zip((front, side), views):
+                    messages += distance_guidance(photo.name, view.camera, kiosk.placement.standing_distance_mm)
         with _stage("answer", timings):
             answer = build_answer(
                 uuid=request.uuid,
@@ -162,6 +168,8 @@ class Analyzer:
         for name, measure in {**front_measures, **side_measures}.items():
             if measure.status == "not_measurable":
                 messages.append(f"The measure {name} could not be taken: {measure.reason}.")
+        if len(front.poses.people) > 1 or len(side.poses.people) > 1:
+            messages.append("Several people were found; the largest, most central person was analysed.")
         messages += request.notes
         # Keep the order, drop repeats.
         return list(dict.fromkeys(messages))
@@ -186,10 +194,8 @@ class Analyzer:
             person, intrinsics, request.height_cm, None, self.config.pipeline.default_height_cm,
             placement=kiosk.placement if kiosk else None,
         )
-        # The 22-point layout in 3D: derived points as in 2D; the head top from the head axis (no mask in 3D).
-        head = points_mm[[7, 8]].mean(axis=0)
-        thorax = points_mm[[11, 12]].mean(axis=0)
-        top3d = head + HEAD_TOP_FRACTION * (head - thorax)
+        # The 22-point layout in 3D: derived points as in 2D; the vertex from the lift's height model.
+        top3d = np.asarray(camera.pop("head_top_mm"), dtype=np.float64)
         return ViewResult(
             poses=photo.poses,
             head_top_px=top,
@@ -198,6 +204,30 @@ class Analyzer:
             annotated_jpeg_b64=jpeg_b64,
             annotated_scale=scale,
         )
+
+
+def distance_guidance(view: str, camera: dict, standing_distance_mm: float) -> list[str]:
+    """"too far" / "too close" against the kiosk's standing mark, in metres.
+
+    The measured distance is the heels' distance along the floor (calibrated camera height and pitch),
+    else the hip depth that the pixels give for the subject's height; a step (DISTANCE_TOLERANCE of the
+    mark's distance) off the mark is tolerated.
+    """
+    measured = camera.get("feet_floor_distance_mm")
+    if measured is None and camera.get("scale_source") == "height":
+        measured = camera.get("distance_from_height_mm")
+    if measured is None:
+        return []
+    if measured > standing_distance_mm * (1 + DISTANCE_TOLERANCE):
+        problem = "too far"
+    elif measured < standing_distance_mm * (1 - DISTANCE_TOLERANCE):
+        problem = "too close"
+    else:
+        return []
+    return [
+        f"In the {view} image, The target is {problem} ({measured / 1000:.1f} m from the camera; "
+        f"the standing mark is at {standing_distance_mm / 1000:.1f} m)."
+    ]
 
 
 def _reduced(image: np.ndarray, longest: int) -> tuple[np.ndarray, float]:
