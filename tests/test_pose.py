@@ -7,8 +7,8 @@ import json
 import cv2
 import numpy as np
 import pytest
-
 from conftest import TESTDATA, testdata_path
+
 from daemon import pose
 from daemon.views import BLAZEPOSE_MIRROR
 
