@@ -43,7 +43,7 @@ def millidegrees(measure: Measure | None) -> int:
     """The seed's int: thousandths of a degree; 0 when not measurable (decisions.md)."""
     if measure is None or measure.value is None:
         return 0
-    return int(round(measure.value * 1000.0))
+    return round(measure.value * 1000.0)
 
 
 def _points(array: np.ndarray, digits: int = 2) -> list[list[float]]:
@@ -52,7 +52,7 @@ def _points(array: np.ndarray, digits: int = 2) -> list[list[float]]:
 
 def coords_text(points22: np.ndarray) -> str:
     """far_coords / sar_coords: JSON text of 22 [x, y] integer pixels, as the seed sends it."""
-    return orjson.dumps([[int(round(float(x))), int(round(float(y)))] for x, y in points22]).decode()
+    return orjson.dumps([[round(float(x)), round(float(y))] for x, y in points22]).decode()
 
 
 def build_answer(

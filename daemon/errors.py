@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-
 # kind -> (HTTP status, seed key, seed text)
 _SEED_SHAPES = {
     "validation": (400, "errors", "invalid request"),

@@ -138,8 +138,6 @@ def hidden_in_side_view(view: ViewPose, min_visibility: float = 0.5, depth_margi
             continue
         side, _, part = name.partition("_")
         other = ("left" if side == "right" else "right") + "_" + part
-        if vis[BP[name]] < min_visibility:
-            hidden[index] = True
-        elif depth[BP[name]] - depth[BP[other]] > depth_margin * body_height:
+        if vis[BP[name]] < min_visibility or depth[BP[name]] - depth[BP[other]] > depth_margin * body_height:
             hidden[index] = True
     return hidden

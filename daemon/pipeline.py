@@ -226,10 +226,11 @@ def distance_guidance(view: str, camera: dict, standing_distance_mm: float) -> l
         problem = "too close"
     else:
         return []
-    return [
+    text = (
         f"In the {view} image, The target is {problem} ({measured / 1000:.1f} m from the camera; "
         f"the standing mark is at {standing_distance_mm / 1000:.1f} m)."
-    ]
+    )
+    return [text]
 
 
 def _reduced(image: np.ndarray, longest: int) -> tuple[np.ndarray, float]:

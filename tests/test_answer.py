@@ -10,9 +10,9 @@ import json
 import jsonschema
 import numpy as np
 import pytest
+from conftest import read_photo, testdata_path
 from PIL import Image
 
-from conftest import read_photo, testdata_path
 from daemon.errors import AnalysisError
 from daemon.request import parse_request
 

@@ -7,8 +7,8 @@ import json
 
 import numpy as np
 import pytest
-
 from conftest import read_photo
+
 from daemon.config import load_config
 from daemon.pipeline import Analyzer, distance_guidance
 from daemon.request import parse_request
