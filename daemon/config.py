@@ -61,6 +61,8 @@ class PipelineConfig:
     min_pose_presence: float = 0.5
     # Average the landmarks of the ROI crop and of its mirror (accuracy.md: steadier measures).
     flip_test: bool = True
+    # Decode JPEGs at a reduced DCT scale when the annotated photo and the landmark crop need no more.
+    reduced_decode: bool = True
     # Longest side of the annotated photos returned (0 = the photo's own size).
     annotated_max_side: int = 1600
     annotated_jpeg_quality: int = 85

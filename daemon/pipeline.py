@@ -22,7 +22,7 @@ from daemon import grades, guidance, lift, measures, metrics, pose, render
 from daemon.answer import ViewResult, build_answer
 from daemon.config import Config
 from daemon.errors import AnalysisError
-from daemon.imageio import decode_upright
+from daemon.imageio import Decoded, decode_upright
 from daemon.layouts import head_top_px, layout22
 from daemon.request import AnalyzeRequest
 from daemon.views import PhotoPoses
@@ -33,6 +33,9 @@ log = logging.getLogger(__name__)
 
 # Longest side of the reduced copy that the guidance checks (brightness, blur) look at.
 GUIDANCE_SIDE = 512
+# Smallest long side of a reduced-scale decode: the 256 px landmark crop then still samples a standing
+# person's ROI (about 3/4 of the photo's height) at 3x or more.
+MIN_DECODE_SIDE = 1024
 # Off the kiosk's standing mark by more than this share of its distance: "too far" / "too close".
 DISTANCE_TOLERANCE = 0.15
 
@@ -41,7 +44,7 @@ DISTANCE_TOLERANCE = 0.15
 class _Photo:
     name: str  # "Front" / "Side", as the seed's messages say it
     data: bytes
-    pixels: np.ndarray | None = None
+    decoded: Decoded | None = None
     poses: PhotoPoses | None = None
 
 
@@ -94,12 +97,20 @@ class Analyzer:
         futures = [self._pool.submit(function, front), self._pool.submit(function, side)]
         return [future.result() for future in futures]
 
-    def estimate(self, image_bgr: np.ndarray) -> PhotoPoses:
+    def estimate(self, decoded: Decoded) -> PhotoPoses:
         settings = self.config.pipeline
         return pose.estimate(
-            self.backend, image_bgr, min_score=settings.min_detection_score,
-            min_presence=settings.min_pose_presence, flip_test=settings.flip_test,
+            self.backend, decoded.pixels, min_score=settings.min_detection_score,
+            min_presence=settings.min_pose_presence, flip_test=settings.flip_test, photo_size=decoded.photo_size,
         )
+
+    def decode_min_side(self) -> int:
+        """How large a reduced JPEG decode must stay: the annotated photo's size, and enough for the
+        landmark crop (a standing person fills most of a kiosk photo). 0 = always full size."""
+        settings = self.config.pipeline
+        if not settings.reduced_decode or settings.annotated_max_side <= 0:
+            return 0
+        return max(settings.annotated_max_side, MIN_DECODE_SIDE)
 
     def analyze(self, request: AnalyzeRequest) -> dict:
         settings = self.config.pipeline
@@ -113,11 +124,13 @@ class Analyzer:
         total_start = time.perf_counter()
 
         with _stage("decode", timings):
-            front.pixels, side.pixels = self._both(
-                lambda photo: decode_upright(photo.data, photo.name.lower(), settings.max_pixels), front, side
+            min_side = self.decode_min_side()
+            front.decoded, side.decoded = self._both(
+                lambda photo: decode_upright(photo.data, photo.name.lower(), settings.max_pixels, min_side),
+                front, side,
             )
         with _stage("pose", timings):
-            front.poses, side.poses = self._both(lambda photo: self.estimate(photo.pixels), front, side)
+            front.poses, side.poses = self._both(lambda photo: self.estimate(photo.decoded), front, side)
         for photo in (front, side):
             if not photo.poses.people:
                 raise AnalysisError("processing", f"no person found in the {photo.name.lower()} image")
@@ -164,7 +177,8 @@ class Analyzer:
     def _messages(self, request, front: _Photo, side: _Photo, front_measures, side_measures) -> list[str]:
         messages: list[str] = []
         for photo in (front, side):
-            small, scale = _reduced(photo.pixels, GUIDANCE_SIDE)
+            small, scale = _reduced(photo.decoded.pixels, GUIDANCE_SIDE)
+            scale *= photo.decoded.scale
             messages += guidance.photo_guidance(photo.name, photo.poses, small, scale)
         messages += guidance.pair_guidance(front.poses, side.poses)
         for name, measure in {**front_measures, **side_measures}.items():
@@ -178,7 +192,7 @@ class Analyzer:
 
     def _annotate(self, photo: _Photo, view_measures, kind: str) -> tuple[str, float]:
         settings = self.config.pipeline
-        image, scale = render.render_annotated(photo.pixels, photo.poses.main, view_measures, kind, settings.annotated_max_side)
+        image, scale = render.render_annotated(photo.decoded.pixels, photo.poses.main, view_measures, kind, settings.annotated_max_side)
         ok, encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, settings.annotated_jpeg_quality])
         if not ok:
             raise AnalysisError("internal", f"could not encode the annotated {kind} photo")

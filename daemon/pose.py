@@ -285,10 +285,14 @@ def _mask_box(mask: np.ndarray, crop_to_photo: np.ndarray, width: int, height: i
     return float(x0), float(y0), float(x1 - x0), float(y1 - y0)
 
 
-def to_view(crop: CropLandmarks, roi: Roi, image_size: tuple[int, int], score: float) -> ViewPose:
+def to_view(crop: CropLandmarks, roi: Roi, image_size: tuple[int, int], score: float,
+            pixel_scale: tuple[float, float] = (1.0, 1.0)) -> ViewPose:
     """Project crop landmarks into photo pixels (LandmarkProjectionCalculator) and world landmarks into the
-    photo's orientation (WorldLandmarkProjectionCalculator)."""
-    crop_to_photo = cv2.invertAffineTransform(roi.to_crop())
+    photo's orientation (WorldLandmarkProjectionCalculator).
+
+    pixel_scale: photo px per analysed px (x, y), when the photo was decoded at a reduced scale.
+    """
+    crop_to_photo = np.diag(pixel_scale) @ cv2.invertAffineTransform(roi.to_crop())
     keypoints = _apply_affine(crop_to_photo, crop.xy[:33].astype(np.float64))
     cos, sin = math.cos(roi.rotation), math.sin(roi.rotation)
     world = crop.world[:33].copy()
@@ -301,7 +305,7 @@ def to_view(crop: CropLandmarks, roi: Roi, image_size: tuple[int, int], score: f
     return ViewPose(
         image_size=image_size,
         keypoints_px=keypoints,
-        depth_px=crop.z[:33] / LANDMARK_SIZE * roi.side,
+        depth_px=crop.z[:33] / LANDMARK_SIZE * roi.side * pixel_scale[0],
         visibility=crop.visibility[:33],
         presence=crop.presence[:33],
         world_m=world,
@@ -329,9 +333,16 @@ def main_subject_order(people: list[ViewPose]) -> list[ViewPose]:
 
 
 def estimate(backend: Backend, image_bgr: np.ndarray, *, min_score: float = 0.5, min_presence: float = 0.5,
-             flip_test: bool = True) -> PhotoPoses:
-    """Every person in an upright BGR photo, main subject first."""
+             flip_test: bool = True, photo_size: tuple[int, int] | None = None) -> PhotoPoses:
+    """Every person in an upright BGR photo, main subject first.
+
+    photo_size: the photo's full (width, height) when image_bgr is a reduced decode of it; the results
+    are in the full photo's pixels either way.
+    """
     height, width = image_bgr.shape[:2]
+    if photo_size is None:
+        photo_size = (width, height)
+    pixel_scale = (photo_size[0] / width, photo_size[1] / height)
     detections = detect(backend, image_bgr, min_score)
     people = []
     for detection in detections[:MAX_PEOPLE]:
@@ -343,5 +354,5 @@ def estimate(backend: Backend, image_bgr: np.ndarray, *, min_score: float = 0.5,
             crop = average(crop, unmirror(decode_crop(outputs, 1)))
         if crop.pose_flag < min_presence:
             continue
-        people.append(to_view(crop, roi, (width, height), detection.score))
-    return PhotoPoses(image_size=(width, height), people=main_subject_order(people), detections=len(detections))
+        people.append(to_view(crop, roi, photo_size, detection.score, pixel_scale))
+    return PhotoPoses(image_size=photo_size, people=main_subject_order(people), detections=len(detections))

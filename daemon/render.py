@@ -188,7 +188,7 @@ def render_annotated(
     image_bgr: np.ndarray, view: ViewPose, measures: dict[str, Measure], kind: str, max_side: int
 ) -> tuple[np.ndarray, float]:
     """The photo with the analysis drawn on it, longest side <= max_side (0: full size), and its scale
-    (annotated px per photo px)."""
+    (annotated px per photo px; image_bgr may be a reduced decode of the photo that view describes)."""
     height, width = image_bgr.shape[:2]
     longest = max(height, width)
     scale = 1.0 if max_side <= 0 or longest <= max_side else max_side / longest
@@ -207,4 +207,4 @@ def render_annotated(
         _draw_front(img, view, measures, s, style)
     else:
         _draw_side(img, view, measures, s, style)
-    return img, scale
+    return img, s

@@ -109,3 +109,21 @@ def test_mirrored_photo_swaps_left_and_right(full_backend):
     # The person's left shoulder is on the image's right in a front photo, and swaps sides in the mirror.
     assert person.keypoints_px[11, 0] > person.keypoints_px[12, 0]
     assert mirrored.keypoints_px[11, 0] > mirrored.keypoints_px[12, 0]
+
+
+@pytest.mark.parametrize("relative", ["front/fiton_p1a_front.jpg", "side/fiton_p1a_side.jpg", "front/fiton_p1b_front.jpg"])
+@pytest.mark.parametrize("min_side", [1024, 1600])
+def test_reduced_scale_decode_keeps_agreement(relative, min_side, full_backend):
+    """Big phone photos decode at 1/2 or 1/4 scale (DCT scaling); landmarks stay in full-photo pixels and
+    agree with MediaPipe's run on the full-size photo."""
+    from daemon.imageio import decode_upright
+
+    reference = _reference(relative)
+    decoded = decode_upright(testdata_path("photos", relative).read_bytes(), "front", 60_000_000, min_side)
+    assert decoded.photo_size == (reference["width"], reference["height"])
+    assert decoded.scale <= 0.5 and max(decoded.pixels.shape[:2]) >= min_side
+    found = pose.estimate(full_backend, decoded.pixels, flip_test=False, photo_size=decoded.photo_size)
+    theirs = np.array(reference["landmarks_px"])[:, :2]
+    error = _median_error_fraction(found.main.keypoints_px, theirs)
+    assert error <= 0.01, f"{relative} decoded at {decoded.scale:.3f}: median {error:.2%} of height"
+    assert found.image_size == decoded.photo_size

@@ -1,0 +1,96 @@
+"""Photo decoding: EXIF orientation at full and reduced scale, truncation, bombs, unsupported formats."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import read_photo
+from daemon.errors import AnalysisError
+from daemon.imageio import decode_upright
+
+LIMIT = 60_000_000
+
+
+def _sideways_jpeg(upright: Image.Image) -> bytes:
+    """Stored turned 90 degrees counter-clockwise, with EXIF orientation 6 to turn it back."""
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    out = io.BytesIO()
+    upright.transpose(Image.Transpose.ROTATE_90).save(out, "JPEG", quality=92, exif=exif.tobytes())
+    return out.getvalue()
+
+
+def _upright_test_image(width: int, height: int) -> Image.Image:
+    """A drawn photo whose top-left quadrant is red, so orientation mistakes show."""
+    pixels = np.full((height, width, 3), 255, np.uint8)
+    pixels[: height // 2, : width // 2] = (255, 0, 0)
+    pixels[height // 2 :, width // 2 :] = (0, 0, 255)
+    return Image.fromarray(pixels)
+
+
+@pytest.mark.parametrize("min_side", [0, 1000])
+def test_exif_orientation_is_applied_at_any_scale(min_side):
+    data = _sideways_jpeg(_upright_test_image(3000, 4000))
+    decoded = decode_upright(data, "front", LIMIT, min_side)
+    assert decoded.photo_size == (3000, 4000)
+    height, width = decoded.pixels.shape[:2]
+    assert height > width
+    if min_side:
+        assert decoded.scale == pytest.approx(0.25, abs=0.01) and max(height, width) >= min_side
+    # Top-left is red (BGR), bottom-right blue, as in the upright photo.
+    assert tuple(decoded.pixels[height // 4, width // 4]) == pytest.approx((0, 0, 255), abs=40)
+    assert tuple(decoded.pixels[3 * height // 4, 3 * width // 4]) == pytest.approx((255, 0, 0), abs=40)
+
+
+def test_small_photos_are_never_reduced():
+    data = read_photo("front", "fitlens_p1_front.jpg")
+    decoded = decode_upright(data, "front", LIMIT, 1600)
+    assert decoded.scale == 1.0 and decoded.photo_size == (1200, 1600)
+
+
+def test_truncated_jpeg_is_refused():
+    data = read_photo("front", "fitlens_p1_front.jpg")
+    with pytest.raises(AnalysisError) as raised:
+        decode_upright(data[: len(data) // 2], "front", LIMIT)
+    assert raised.value.kind == "image_load" and "truncated" in raised.value.detail
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+
+
+def test_decompression_bomb_is_refused_before_decoding():
+    with pytest.raises(AnalysisError) as raised:
+        decode_upright(_png_header_only(100_000, 100_000), "side", LIMIT)
+    assert "over the limit of 60 MP" in raised.value.detail and raised.value.detail.startswith("side image")
+
+
+@pytest.mark.parametrize("data, words", [
+    (b"hello, this is text and not a photo", "not a JPEG, PNG or WebP"),
+    (b"\xff\xd8\xff\xe0" + b"\x00" * 64, "image"),
+])
+def test_garbage_is_an_image_load_error(data, words):
+    with pytest.raises(AnalysisError) as raised:
+        decode_upright(data, "front", LIMIT)
+    assert raised.value.kind == "image_load" and words in raised.value.detail
+
+
+def test_png_and_webp_decode():
+    image = _upright_test_image(400, 600)
+    for fmt in ("PNG", "WEBP"):
+        out = io.BytesIO()
+        image.save(out, fmt)
+        decoded = decode_upright(out.getvalue(), "front", LIMIT, 1024)
+        assert decoded.photo_size == (400, 600) and decoded.pixels.shape == (600, 400, 3)
+        assert cv2.mean(decoded.pixels)[0] > 0
