@@ -9,9 +9,9 @@ import zlib
 import cv2
 import numpy as np
 import pytest
+from conftest import read_photo
 from PIL import Image
 
-from conftest import read_photo
 from daemon.errors import AnalysisError
 from daemon.imageio import decode_upright
 
