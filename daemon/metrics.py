@@ -1,0 +1,54 @@
+"""Prometheus metrics for the daemon, in base units with the `skeleton_` prefix.
+
+The metrics live in prometheus-client's default registry (one per process, beside its process and GC
+collectors); `/metrics` renders that registry.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, Histogram, generate_latest
+
+REQUESTS = Counter("skeleton_requests", "Analysis requests received, by transport.", ["transport"])
+ERRORS = Counter("skeleton_errors", "Requests answered with an error, by error kind.", ["kind"])
+QUEUE_DEPTH = Gauge("skeleton_queue_depth", "Requests waiting for the inference worker.")
+IN_FLIGHT = Gauge("skeleton_in_flight", "Requests the inference worker is analysing now.")
+STORE_HITS = Counter("skeleton_store_hits", "Requests answered from the result store without inference.")
+# Photos are analysed in about 0.05-5 s per stage on a Jetson or a CPU; queue waits can reach minutes.
+STAGE_SECONDS = Histogram(
+    "skeleton_stage_seconds",
+    "Time spent per pipeline stage (decode, detect, landmarks, ..., plus queue_wait and analyze).",
+    ["stage"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0),
+)
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+
+def observe_stage(stage: str, seconds: float) -> None:
+    """Record one stage's duration; the analyzer calls this for each of its stages."""
+    STAGE_SECONDS.labels(stage=stage).observe(max(0.0, float(seconds)))
+
+
+def count_request(transport: str) -> None:
+    REQUESTS.labels(transport=transport).inc()
+
+
+def count_error(kind: str) -> None:
+    ERRORS.labels(kind=kind).inc()
+
+
+def count_store_hit() -> None:
+    STORE_HITS.inc()
+
+
+def set_queue_depth(depth: int) -> None:
+    QUEUE_DEPTH.set(depth)
+
+
+def set_in_flight(count: int) -> None:
+    IN_FLIGHT.set(count)
+
+
+def render() -> bytes:
+    """The registry in Prometheus text format."""
+    return generate_latest(REGISTRY)

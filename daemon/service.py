@@ -1,0 +1,285 @@
+"""The glue between transports, the inference worker and the result store, and the server's main loop.
+
+Every transport (HTTP, MQTT, the CLI's `analyze`) goes through `Service.submit`: a stored answer for the
+same uuid and photos comes back without inference (idempotent redelivery); otherwise the request is
+queued for the worker and its answer stored before it is returned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Any
+
+import orjson
+
+from daemon import metrics
+from daemon.config import Config
+from daemon.errors import AnalysisError
+from daemon.request import AnalyzeRequest
+from daemon.store import ResultStore
+from daemon.worker import Worker
+
+log = logging.getLogger(__name__)
+
+# How often expired results are purged while the daemon runs.
+PURGE_INTERVAL_S = 3600.0
+
+
+def answer_json(answer: dict) -> bytes:
+    """The one serialisation of an answer: HTTP, MQTT, the store and the CLI all use these bytes."""
+    return orjson.dumps(answer, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def _default_analyzer_factory(config: Config) -> Any:
+    from daemon.pipeline import Analyzer  # imported late: it pulls in the inference backend
+
+    return Analyzer(config)
+
+
+def _public(answer: dict) -> dict:
+    """Drop the analyzer's private keys (leading underscore); their stage timings go to the metrics."""
+    stages = answer.get("_stage_seconds")
+    if isinstance(stages, dict):
+        for stage, seconds in stages.items():
+            if isinstance(seconds, (int, float)):
+                metrics.observe_stage(str(stage), float(seconds))
+    return {key: value for key, value in answer.items() if not str(key).startswith("_")}
+
+
+class Service:
+    """Store lookup, then the worker queue, then the store; used by every transport."""
+
+    def __init__(
+        self,
+        config: Config,
+        analyzer_factory: Callable[[Config], Any] | None = None,
+        *,
+        use_store: bool = True,
+    ):
+        self.config = config
+        factory = analyzer_factory or _default_analyzer_factory
+        self.worker = Worker(lambda: factory(config), config.worker.queue_size)
+        self.store: ResultStore | None = None
+        if use_store:
+            self.store = ResultStore(
+                config.store.path, config.store.retention_days, keep_photos=config.store.keep_photos
+            )
+        self._lock = threading.Lock()
+        # uuid -> (input hash, future) of requests queued or being analysed: a redelivery while the first
+        # delivery is still in the queue shares its future instead of being analysed twice.
+        self._in_flight: dict[str, tuple[str, Future]] = {}
+        # Transport states for /healthz (e.g. {"mqtt": "connected"}), written by the transports.
+        self.transport_status: dict[str, str] = {}
+        self._purge_stop = threading.Event()
+        self._purge_thread: threading.Thread | None = None
+
+    # -- life cycle -------------------------------------------------------------------------------
+
+    def start(self, timeout: float | None = None) -> None:
+        """Build the Analyzer in the worker thread (raises what its construction raised)."""
+        self.worker.start(timeout)
+        if self.store is not None:
+            self.store.purge()
+            self._purge_thread = threading.Thread(target=self._purge_loop, name="store-purge", daemon=True)
+            self._purge_thread.start()
+
+    def stop_intake(self) -> None:
+        self.worker.stop_intake()
+
+    def stop(self, timeout: float) -> bool:
+        """Finish accepted requests within `timeout` seconds, then close the store."""
+        finished = self.worker.stop(timeout)
+        self._purge_stop.set()
+        if self.store is not None:
+            self.store.close()
+        return finished
+
+    def _purge_loop(self) -> None:
+        while not self._purge_stop.wait(PURGE_INTERVAL_S):
+            try:
+                if self.store is not None:
+                    self.store.purge()
+            except Exception:  # a failed purge is retried next hour
+                log.exception("purging expired results failed")
+
+    # -- requests ---------------------------------------------------------------------------------
+
+    def describe(self) -> dict:
+        return {
+            "analyzer": self.worker.describe(),
+            "queue_depth": self.worker.depth(),
+            "queue_size": self.worker.queue_size,
+            "accepting": self.worker.accepting,
+            "transports": dict(self.transport_status),
+        }
+
+    def has_room(self) -> bool:
+        return self.worker.has_room()
+
+    def get_result_json(self, uuid: str) -> bytes | None:
+        return self.store.get_json(uuid) if self.store is not None else None
+
+    def submit(self, request: AnalyzeRequest) -> Future:
+        """A future of the answer dict; it raises AnalysisError for a request that cannot be answered.
+
+        Raises AnalysisError at once for a uuid conflict with a stored answer and for a full queue
+        ("overload"). Blocking only on the store lookup (milliseconds): call it off the event loop.
+        """
+        input_hash = request.input_hash
+        if self.store is not None:
+            stored = self.store.lookup(request.uuid, input_hash)
+            if stored is not None:
+                metrics.count_store_hit()
+                done: Future = Future()
+                done.set_result(stored)
+                return done
+        with self._lock:
+            current = self._in_flight.get(request.uuid)
+            if current is not None and current[0] == input_hash:
+                return current[1]
+            inner = self.worker.submit(request)
+            outer: Future = Future()
+            if current is None:
+                self._in_flight[request.uuid] = (input_hash, outer)
+        inner.add_done_callback(lambda finished: self._finish(request, input_hash, finished, outer))
+        return outer
+
+    def analyze(self, request: AnalyzeRequest, timeout: float | None = None) -> dict:
+        """Blocking `submit` (the CLI's path): the answer dict, or AnalysisError."""
+        return self.submit(request).result(timeout)
+
+    def _finish(self, request: AnalyzeRequest, input_hash: str, inner: Future, outer: Future) -> None:
+        error = inner.exception()
+        answer: dict | None = None
+        if error is None:
+            answer = _public(inner.result())
+            if self.store is not None:
+                started = time.monotonic()
+                photos = (request.front_image, request.side_image) if self.config.store.keep_photos else None
+                try:
+                    answer = self.store.put(request.uuid, input_hash, answer, photos)
+                except AnalysisError as exc:
+                    error = exc
+                except Exception:  # an unwritable store must not lose the answer itself
+                    log.exception("storing the result of %s failed", request.uuid)
+                metrics.observe_stage("store", time.monotonic() - started)
+        with self._lock:
+            current = self._in_flight.get(request.uuid)
+            if current is not None and current[1] is outer:
+                del self._in_flight[request.uuid]
+        if error is not None:
+            outer.set_exception(error)
+        else:
+            outer.set_result(answer)
+
+
+# -- the server -----------------------------------------------------------------------------------
+
+
+def _make_uvicorn_server(app: Any, config: Config) -> Any:
+    import uvicorn
+
+    class _Server(uvicorn.Server):
+        # run_server owns SIGTERM/SIGINT: uvicorn must neither install handlers nor re-raise the signal
+        # after shutting down (that would turn a clean stop into a death by signal, exit code != 0).
+        @contextlib.contextmanager
+        def capture_signals(self):  # type: ignore[override]
+            yield
+
+    uv_config = uvicorn.Config(
+        app,
+        host=config.http.host,
+        port=config.http.port,
+        log_config=None,
+        access_log=False,
+        lifespan="off",
+        timeout_graceful_shutdown=max(1, int(config.worker.stop_timeout_s)),
+        server_header=False,
+    )
+    return _Server(uv_config)
+
+
+async def _serve(service: Service, config: Config, bridge: Any) -> int:
+    from daemon.http import create_app
+
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+
+    server = _make_uvicorn_server(create_app(service, config), config)
+
+    async def serve_http() -> None:
+        try:
+            await server.serve()
+        except SystemExit as exc:  # uvicorn exits this way when it cannot bind; we still shut down cleanly
+            raise RuntimeError(f"the HTTP server could not start (exit code {exc.code})") from None
+
+    server_task = asyncio.ensure_future(serve_http())
+    stop_task = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({server_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
+    exit_code = 0
+    if server_task.done() and not stop.is_set():
+        # uvicorn ended on its own: it could not bind, or it failed.
+        exc = server_task.exception() if not server_task.cancelled() else None
+        log.error("the HTTP server stopped unexpectedly%s", f": {exc!r}" if exc else "")
+        exit_code = 1
+    else:
+        log.info("stopping: intake closed, finishing in-flight requests")
+    deadline = time.monotonic() + config.worker.stop_timeout_s
+    # Stop intake everywhere first, then let the worker drain what was accepted.
+    if bridge is not None:
+        bridge.stop_intake()
+    service.stop_intake()
+    server.should_exit = True
+    # Keep a margin for publishing the last results and `offline`.
+    margin = min(3.0, config.worker.stop_timeout_s / 4)
+    finished = await asyncio.to_thread(service.worker.stop, max(0.0, deadline - time.monotonic() - margin))
+    if not finished:
+        log.warning("some requests were not finished before the stop deadline")
+    await asyncio.wait({server_task}, timeout=max(0.1, deadline - time.monotonic() - margin / 2))
+    if not server_task.done():
+        server.force_exit = True
+        await asyncio.wait({server_task}, timeout=1.0)
+    if not server_task.done():
+        server_task.cancel()
+    stop_task.cancel()
+    if bridge is not None:
+        await asyncio.to_thread(bridge.stop, max(0.5, deadline - time.monotonic()))
+    service.stop(0)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.remove_signal_handler(signum)
+    return exit_code
+
+
+def run_server(config: Config, analyzer_factory: Callable[[Config], Any] | None = None) -> int:
+    """Worker, HTTP and (when configured) MQTT in one process until SIGTERM/SIGINT; the exit code.
+
+    On SIGTERM: intake stops (HTTP refuses with 503, MQTT takes no new messages and leaves them with the
+    broker), accepted requests finish, `offline` is published, and the process exits 0 within
+    config.worker.stop_timeout_s.
+    """
+    service = Service(config, analyzer_factory)
+    try:
+        service.start()
+    except Exception as exc:  # noqa: BLE001 - report any start failure as an exit code
+        log.error("cannot start the analyzer: %s", exc)
+        return 1
+    bridge = None
+    if config.mqtt.url:
+        from daemon.mqtt import MqttBridge
+
+        bridge = MqttBridge(service, config.mqtt)
+        bridge.start()
+    log.info(
+        "serving HTTP on %s:%d%s", config.http.host, config.http.port,
+        f" and MQTT {config.mqtt.url} under {config.mqtt.topic_prefix}" if bridge else "",
+    )
+    return asyncio.run(_serve(service, config, bridge))

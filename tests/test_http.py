@@ -1,0 +1,338 @@
+"""HTTP over a real uvicorn on a free port: every bad input answers in the seed's error shape and the
+server stays up; results by uuid; the token; 503 + Retry-After when the queue is full; /metrics.
+
+The bad-input tests run the real Analyzer on real photos. A fake analyzer appears only beside them, where
+a test needs a worker it can hold still (the full queue) or a config the real server does not have.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import io
+import socket
+import struct
+import threading
+import time
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+from conftest import testdata_path
+from PIL import Image
+
+from daemon.config import load_config
+from daemon.errors import AnalysisError
+from daemon.http import create_app
+from daemon.imageio import decode_upright
+from daemon.service import Service, _make_uvicorn_server
+
+TOKEN = "test-token-123"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def running_server(service: Service, config):
+    """uvicorn serving create_app(service, config) on 127.0.0.1:<free port>, in a thread."""
+    config.http.port = free_port()
+    bind = load_config(overrides={"http": {"host": "127.0.0.1", "port": config.http.port}})
+    server = _make_uvicorn_server(create_app(service, config), bind)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{config.http.port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def photo(view: str, name: str) -> bytes:
+    return testdata_path("photos", view, name).read_bytes()
+
+
+def request_json(uuid: str, front: bytes | None = None, side: bytes | None = None, **extra) -> dict:
+    payload = {
+        "id": "someone@example.com",
+        "uuid": uuid,
+        "forigimg": b64(front if front is not None else photo("front", "fitlens_p1_front.jpg")),
+        "sorigimg": b64(side if side is not None else photo("side", "fitlens_p1_side.jpg")),
+    }
+    payload.update(extra)
+    return payload
+
+
+def bomb_png(width: int = 100_000, height: int = 100_000) -> bytes:
+    """A tiny PNG whose header claims width x height pixels (a decompression bomb)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    # A few rows of zeros, compressed: the real image would be 30 GB once decoded.
+    pixels = zlib.compress(b"\x00" * (width * 3 + 1) * 4, 9)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+
+
+# -- the real server ------------------------------------------------------------------------------
+
+BODY_LIMIT = 2_000_000  # the photos are ~150 kB together; a small limit keeps the oversize test cheap
+
+
+@pytest.fixture(scope="module")
+def real(tmp_path_factory):
+    config = load_config(
+        overrides={
+            "http": {"token": TOKEN, "max_body_bytes": BODY_LIMIT},
+            "store": {"path": str(tmp_path_factory.mktemp("store") / "results.sqlite3")},
+        }
+    )
+    service = Service(config)
+    service.start()
+    with running_server(service, config) as url, httpx.Client(base_url=url, headers=AUTH, timeout=120) as client:
+        yield client
+    service.stop(30)
+
+
+def assert_seed_error(response: httpx.Response, status: int, key: str, text: str | None = None) -> dict:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    data = response.json()["data"]
+    assert data["state"] == -1
+    assert key in data, data
+    if text is not None:
+        assert data[key] == text, data
+    assert data["detail"]
+    return data
+
+
+def test_valid_request_is_answered_stored_and_served_by_uuid(real):
+    response = real.post("/analyze/skeleton-v2", json=request_json("http-ok-1", height=172))
+    assert response.status_code == 200, response.text[:500]
+    answer = response.json()
+    assert answer["uuid"] == "http-ok-1" and answer["state"] == 0
+    assert isinstance(answer["far_coords"], str) and answer["forigimg"]
+    stored = real.get("/results/http-ok-1")
+    assert stored.status_code == 200
+    assert stored.content == response.content
+    # A redelivery is answered from the store: the very same bytes.
+    again = real.post("/analyze/skeleton-v2", json=request_json("http-ok-1", height=172))
+    assert again.status_code == 200 and again.content == response.content
+    # The same uuid with other photos is refused and says why.
+    other = real.post(
+        "/analyze/skeleton-v2",
+        json=request_json("http-ok-1", photo("front", "fitlens_p2_front.jpg"), photo("side", "fitlens_p2_side.jpg")),
+    )
+    data = assert_seed_error(other, 409, "errors")
+    assert "already answered for other photos" in data["detail"]
+
+
+def test_not_json(real):
+    response = real.post("/analyze/skeleton-v2", content=b"this is { not json", headers={"content-type": "text/plain"})
+    assert_seed_error(response, 400, "errors", "invalid JSON")
+
+
+@pytest.mark.parametrize("missing", ["id", "uuid", "forigimg", "sorigimg"])
+def test_missing_field(real, missing):
+    payload = request_json("http-missing")
+    del payload[missing]
+    data = assert_seed_error(real.post("/analyze/skeleton-v2", json=payload), 400, "errors", f"missing field: {missing}")
+    assert missing in data["detail"]
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("uuid", 12345), ("forigimg", ["not", "a", "string"]), ("height", "tall"), ("height", 900), ("uuid", "a/b")],
+)
+def test_mistyped_field(real, field, value):
+    payload = request_json("http-mistyped")
+    payload[field] = value
+    assert_seed_error(real.post("/analyze/skeleton-v2", json=payload), 400, "errors", f"invalid field: {field}")
+
+
+@pytest.mark.parametrize(
+    ("front", "why"),
+    [
+        (lambda: photo("front", "fitlens_p1_front.jpg")[:40_000], "truncated JPEG"),
+        (lambda: b"\xff\xd8\xff\xe0" + b"garbage" * 500, "broken JPEG"),
+        (lambda: b"Hello, this is a text file and not a photo.\n" * 20, "text instead of an image"),
+        (lambda: bomb_png(), "decompression bomb"),
+    ],
+    ids=["truncated", "broken", "text", "bomb"],
+)
+def test_bad_image_is_an_image_load_error(real, front, why):
+    data = front()
+    started = time.monotonic()
+    response = real.post("/analyze/skeleton-v2", json=request_json(f"http-bad-{why[:5]}", front=data))
+    details = assert_seed_error(response, 400, "errors", "image load error")
+    assert "front" in details["detail"]
+    assert time.monotonic() - started < 10, f"{why}: refusing it must not take long"
+    # Errors are not stored: the kiosk may retry the uuid.
+    assert real.get(f"/results/http-bad-{why[:5]}").status_code == 404
+
+
+def test_bomb_is_tiny_and_claims_ten_gigapixels():
+    data = bomb_png()
+    assert len(data) < 2000
+    assert struct.unpack(">II", data[16:24]) == (100_000, 100_000)
+
+
+def test_no_person_is_a_processing_error(real):
+    blank = io.BytesIO()
+    Image.new("RGB", (480, 640), (200, 200, 200)).save(blank, "JPEG")
+    response = real.post("/analyze/skeleton-v2", json=request_json("http-noperson", side=blank.getvalue()))
+    data = assert_seed_error(response, 400, "message", "processing error")
+    assert "side" in data["detail"]
+
+
+def test_body_over_the_limit_is_413(real):
+    big = request_json("http-big", front=b"\xff" * BODY_LIMIT)
+    response = real.post("/analyze/skeleton-v2", json=big)
+    assert_seed_error(response, 413, "errors", "request too large")
+
+
+def test_chunked_body_over_the_limit_is_413_without_reading_it_all(real):
+    sent = 0
+
+    def chunks():
+        nonlocal sent
+        block = b"x" * 65536
+        for _ in range(BODY_LIMIT // 65536 * 4):  # four times the limit, without a Content-Length
+            sent += len(block)
+            yield block
+
+    try:
+        response = real.post("/analyze/skeleton-v2", content=chunks(), headers={"content-type": "application/json"})
+    except httpx.HTTPError:
+        pytest.skip("the server closed the connection before the client finished sending")
+    assert_seed_error(response, 413, "errors", "request too large")
+
+
+def test_token_is_required(real):
+    payload = request_json("http-token")
+    for headers in ({"Authorization": ""}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {TOKEN}"}):
+        response = real.post("/analyze/skeleton-v2", json=payload, headers=headers)
+        assert_seed_error(response, 401, "errors", "unauthorized")
+        assert response.headers["www-authenticate"] == "Bearer"
+        assert real.get("/results/http-ok-1", headers=headers).status_code == 401
+        assert real.get("/metrics", headers=headers).status_code == 401
+    # Liveness stays open for the supervisor.
+    assert real.get("/healthz", headers={"Authorization": ""}).status_code == 200
+
+
+def test_unknown_result_is_404(real):
+    assert_seed_error(real.get("/results/never-seen"), 404, "errors", "not found")
+
+
+def test_server_stays_up_and_metrics_count_everything(real):
+    # Runs after the bad inputs above (file order): the server still answers and analyses.
+    health = real.get("/healthz")
+    assert health.status_code == 200
+    body = health.json()
+    assert body["status"] == "ok" and body["analyzer"]["backend"]
+    response = real.post("/analyze/skeleton-v2", json=request_json("http-after-errors"))
+    assert response.status_code == 200, response.text[:300]
+    metrics = real.get("/metrics")
+    assert metrics.status_code == 200 and metrics.headers["content-type"].startswith("text/plain")
+    text = metrics.text
+    assert 'skeleton_requests_total{transport="http"}' in text
+    assert 'skeleton_errors_total{kind="image_load"}' in text
+    assert 'skeleton_errors_total{kind="validation"}' in text
+    assert 'skeleton_errors_total{kind="too_large"}' in text
+    assert "skeleton_queue_depth" in text
+    assert 'skeleton_stage_seconds_count{stage="analyze"}' in text
+    assert 'skeleton_stage_seconds_count{stage="decode"}' in text
+
+
+# -- beside the real tests: a worker that can be held still ---------------------------------------
+
+
+class HeldAnalyzer:
+    """Decodes the photos like the real one, then waits until the test releases it."""
+
+    def __init__(self, config, release: threading.Event):
+        self.config = config
+        self.release = release
+        self.started = threading.Semaphore(0)
+
+    def analyze(self, request) -> dict:
+        for data, view in ((request.front_image, "front"), (request.side_image, "side")):
+            decode_upright(data, view, self.config.pipeline.max_pixels)
+        self.started.release()
+        if not self.release.wait(30):
+            raise AnalysisError("processing", "the test never released the analyzer")
+        return {"uuid": request.uuid, "state": 0, "command": "keypoint"}
+
+    def describe(self) -> dict:
+        return {"backend": "held-fake"}
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.fixture
+def held(tmp_path):
+    config = load_config(
+        overrides={"worker": {"queue_size": 1}, "store": {"path": str(tmp_path / "held.sqlite3")}}
+    )
+    release = threading.Event()
+    analyzers: list[HeldAnalyzer] = []
+
+    def factory(cfg):
+        analyzers.append(HeldAnalyzer(cfg, release))
+        return analyzers[-1]
+
+    service = Service(config, factory)
+    service.start()
+    with running_server(service, config) as url, httpx.Client(base_url=url, timeout=60) as client:
+        yield client, analyzers[0], release
+    release.set()
+    service.stop(10)
+
+
+def test_full_queue_answers_503_with_retry_after(held):
+    client, analyzer, release = held
+    with ThreadPoolExecutor(2) as pool:
+        first = pool.submit(client.post, "/analyze/skeleton-v2", json=request_json("held-1"))
+        assert analyzer.started.acquire(timeout=20), "the first request never reached the worker"
+        second = pool.submit(client.post, "/analyze/skeleton-v2", json=request_json("held-2"))
+        deadline = time.monotonic() + 10
+        while client.get("/healthz").json()["queue_depth"] < 1:
+            assert time.monotonic() < deadline, "the second request was never queued"
+            time.sleep(0.02)
+        refused = client.post("/analyze/skeleton-v2", json=request_json("held-3"))
+        assert_seed_error(refused, 503, "errors", "server busy")
+        assert int(refused.headers["retry-after"]) > 0
+        release.set()
+        assert first.result(30).status_code == 200
+        assert second.result(30).status_code == 200
+    # Room again: the refused request goes through now.
+    assert client.post("/analyze/skeleton-v2", json=request_json("held-3")).status_code == 200
+
+
+def test_results_need_a_token_beyond_loopback(tmp_path):
+    config = load_config(overrides={"http": {"host": "0.0.0.0"}, "store": {"path": str(tmp_path / "r.sqlite3")}})
+    release = threading.Event()
+    release.set()
+    service = Service(config, lambda cfg: HeldAnalyzer(cfg, release))
+    service.start()
+    try:
+        with running_server(service, config) as url, httpx.Client(base_url=url, timeout=60) as client:
+            assert client.post("/analyze/skeleton-v2", json=request_json("lan-1")).status_code == 200
+            assert_seed_error(client.get("/results/lan-1"), 403, "errors", "forbidden")
+    finally:
+        service.stop(10)
