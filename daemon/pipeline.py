@@ -27,7 +27,7 @@ from daemon.layouts import head_top_px, layout22
 from daemon.request import AnalyzeRequest
 from daemon.views import PhotoPoses
 from engines.models import model_paths, model_sha256
-from engines.select import open_backend, select_backend
+from engines.backends import open_backend, select_backend
 
 log = logging.getLogger(__name__)
 

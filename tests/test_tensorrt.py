@@ -22,7 +22,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import engines.tensorrt as trt_backend
 from daemon.config import Config, EngineConfig
-from engines import select
+from engines import backends as select
 from engines.base import ModelSpec, TensorSpec
 from engines.cli_engines import build_engines, clear_engines, list_engines
 from engines.engine_cache import (
@@ -314,10 +314,10 @@ def test_modules_import_without_tensorrt_or_pycuda() -> None:
         "import sys\n"
         "for blocked in ('tensorrt', 'pycuda', 'pycuda.driver'):\n"
         "    sys.modules[blocked] = None\n"
-        "import engines.tensorrt, engines.select, engines.cli_engines, engines.engine_cache\n"
+        "import engines.tensorrt, engines.backends, engines.cli_engines, engines.engine_cache\n"
         "assert engines.tensorrt.trt is None and engines.tensorrt.cuda is None\n"
         "print(engines.tensorrt.unavailable_reason())\n"
-        "print(engines.select.select_backend(__import__('daemon.config').config.EngineConfig())[1])\n"
+        "print(engines.backends.select_backend(__import__('daemon.config').config.EngineConfig())[1])\n"
     )
     result = subprocess.run(
         [sys.executable, "-c", script], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60, check=False
