@@ -176,11 +176,12 @@ def test_mistyped_field(real, field, value):
 )
 def test_bad_image_is_an_image_load_error(real, front, why):
     data = front()
-    started = time.monotonic()
     response = real.post("/analyze/skeleton-v2", json=request_json(f"http-bad-{why[:5]}", front=data))
     details = assert_seed_error(response, 400, "errors", "image load error")
     assert "front" in details["detail"]
-    assert time.monotonic() - started < 10, f"{why}: refusing it must not take long"
+    if why == "decompression bomb":
+        # Refused from the header, before any pixel is decoded (no timing here: shared machines are noisy).
+        assert "over the limit" in details["detail"]
     # Errors are not stored: the kiosk may retry the uuid.
     assert real.get(f"/results/http-bad-{why[:5]}").status_code == 404
 
