@@ -18,7 +18,7 @@ from daemon.views import PhotoPoses
 
 SOFTWARE_VERSION = "0.1.0"
 # Bump when a measure's definition changes, so clients comparing visits can tell (docs/measures.md).
-MEASURES_VERSION = "1"
+MEASURES_VERSION = "2"
 
 FRONT_MEASURE_FIELDS = (
     "far_head_bal", "far_pelvic_bal", "far_shoulder_bal", "far_left_qang", "far_right_qang", "far_knee_bal",

@@ -66,11 +66,12 @@ def head_top_px(view: ViewPose) -> np.ndarray:
     samples = head[None, :] + steps[:, None] * axis[None, :]
     crop = samples @ to_crop[:, :2].T + to_crop[:, 2]
     size = view.mask_roi.shape[0]
-    inside = (crop[:, 0] >= 0) & (crop[:, 0] < size - 1) & (crop[:, 1] >= 0) & (crop[:, 1] < size - 1)
+    inside = (crop[:, 0] >= 0) & (crop[:, 0] < size) & (crop[:, 1] >= 0) & (crop[:, 1] < size)
     if not inside[0]:
         return fallback
-    cols = np.clip(np.rint(crop[:, 0]).astype(int), 0, size - 1)
-    rows = np.clip(np.rint(crop[:, 1]).astype(int), 0, size - 1)
+    # Continuous crop coordinates, as the landmarks': mask pixel j covers [j, j+1].
+    cols = np.clip(np.floor(crop[:, 0]).astype(int), 0, size - 1)
+    rows = np.clip(np.floor(crop[:, 1]).astype(int), 0, size - 1)
     person = (view.mask_roi[rows, cols] > MASK_THRESHOLD) & inside
     if not person[0]:
         return fallback

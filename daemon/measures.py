@@ -37,16 +37,19 @@ MIN_PRESENCE = 0.5
 # 17-20 cm between the tragus and the shoulder joint centre (which sits 3-4 cm below the acromion).
 C7_ROW_FRACTION = 0.6
 # How far behind the ear-shoulder line (at the C7 row) the neck's rear contour may lie, in ear-shoulder
-# distances. On the test photos short-haired necks read 0.32-0.51; a contour farther back is hair or
+# distances. On the test photos short-haired necks read 0.33-0.52; a contour farther back is hair or
 # a collar (0.58-0.88 on the long-haired photos), and the offset fallback below is used instead.
 C7_MAX_DEPTH = 0.55
 # Without a usable contour, C7 is put this many ear-shoulder distances behind the ear-shoulder line at
-# the C7 row: about the median depth of the short-haired necks on the test photos (0.32-0.51).
+# the C7 row: about the median depth of the short-haired necks on the test photos (0.33-0.52).
 C7_FALLBACK_OFFSET = 0.4
-# The contour is read on rows spread this far (ear-shoulder distances) above and below the C7 row and
-# their median taken, so one noisy mask row or a collar edge does not move C7.
-C7_BAND = 0.04
-C7_BAND_ROWS = 9
+# The contour is read on rows spread this far (ear-shoulder distances, about +-3-4 cm) above and below
+# the C7 row and a straight line fitted to its depth over those rows; C7 is that line at the C7 row. At
+# C7 the neck's rear contour turns into the back (it runs at a shallow slope), so a single row, or the
+# median of a few, moved by a crop pixel when the photo was mirrored or halved; the fit over the band
+# halved that (docs/measures.md, "Stability").
+C7_BAND = 0.15
+C7_BAND_ROWS = 21
 # Mask probability that counts as "person".
 MASK_THRESHOLD = 0.5
 
@@ -273,14 +276,23 @@ def side_part(side: ViewPose) -> float:
     return facing_sign(side) * (90.0 if yaw is None else yaw)
 
 
+# Where mask pixel j's centre lies in the crop coordinates the landmarks use. The pose stage works in
+# continuous coordinates (pixel j covers [j, j + 1]; pose.unmirror maps x -> 256 - x), so the mask value
+# of pixel j belongs at j + 0.5. Sampling it at j instead put the mask half a crop pixel off the
+# landmarks, in opposite directions for a photo and its mirror: the C7 angles moved by 1-2 degrees under
+# mirroring (docs/measures.md, "Stability").
+MASK_PIXEL_CENTER = 0.5
+
+
 def _sample_mask_row(view: ViewPose, xs: np.ndarray, y: float) -> np.ndarray | None:
-    """Segmentation probability at photo points (xs, y), read from the ROI mask (no full-size warp)."""
+    """Segmentation probability at photo points (xs, y): bilinear on the ROI mask (no full-size warp),
+    in the landmarks' crop coordinates (MASK_PIXEL_CENTER)."""
     if view.mask_roi is None or view.roi_to_image is None:
         return None
     affine = np.vstack([np.asarray(view.roi_to_image, np.float64)[:2], [0.0, 0.0, 1.0]])
     inverse = np.linalg.inv(affine)[:2]
     pts = np.stack([xs, np.full_like(xs, y), np.ones_like(xs)], axis=0)
-    u, v = inverse @ pts
+    u, v = inverse @ pts - MASK_PIXEL_CENTER
     mask = np.asarray(view.mask_roi, np.float32)
     h, w = mask.shape[:2]
     inside = (u >= 0) & (u <= w - 1) & (v >= 0) & (v <= h - 1)
@@ -316,23 +328,27 @@ def _contour_behind(side: ViewPose, start_x: float, row: float, facing: float, d
 def c7_proxy(side: ViewPose, ears: np.ndarray, shoulders: np.ndarray, facing: float) -> tuple[np.ndarray, str]:
     """C7 in photo pixels: the neck's rear contour (segmentation mask) at the C7 row.
 
-    Row: C7_ROW_FRACTION of the way from the ear midpoint down to the shoulder midpoint. On rows around
-    it, walk backward from the ear-shoulder line until the mask drops below MASK_THRESHOLD (interpolated
-    between samples); C7 lies at the median of those depths. Returns the point and how it was found:
+    Row: C7_ROW_FRACTION of the way from the ear midpoint down to the shoulder midpoint. On C7_BAND_ROWS
+    rows within +-C7_BAND around it, walk backward from the ear-shoulder line until the bilinear mask
+    probability drops below MASK_THRESHOLD (the crossing interpolated between samples); a straight line
+    fitted to those depths against the row gives C7's depth at the C7 row. Returns the point and how it
+    was found:
     "mask", or "offset" (no mask, or the contour lies too far back to be a neck: hair, a collar).
     """
     reach = float(np.linalg.norm(shoulders - ears))
     row = ears[1] + C7_ROW_FRACTION * (shoulders[1] - ears[1])
     start_x = ears[0] + C7_ROW_FRACTION * (shoulders[0] - ears[0])
-    depths = []
+    depths, rows = [], []
     for dy in np.linspace(-C7_BAND, C7_BAND, C7_BAND_ROWS) * reach:
         fraction = (row + dy - ears[1]) / (shoulders[1] - ears[1]) if shoulders[1] != ears[1] else C7_ROW_FRACTION
         x = ears[0] + fraction * (shoulders[0] - ears[0])
         depth = _contour_behind(side, x, row + dy, facing, 2 * C7_MAX_DEPTH * reach)
         if depth is not None:
             depths.append(depth + (x - start_x) * facing)
+            rows.append(dy)
     if len(depths) > C7_BAND_ROWS // 2:
-        depth = float(np.median(depths))
+        _slope, depth = np.polyfit(np.asarray(rows), np.asarray(depths), 1)
+        depth = float(depth)
         if depth <= C7_MAX_DEPTH * reach:
             return np.array([start_x - facing * depth, row]), "mask"
     return np.array([start_x - facing * C7_FALLBACK_OFFSET * reach, row]), "offset"

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from daemon.views import BLAZEPOSE_MIRROR, PhotoPoses, ViewPose
+from daemon.views import BLAZEPOSE_MIRROR, PhotoPoses, ViewPose, pixel_index_affine
 from engines.base import Backend
 
 DETECTOR_SIZE = 224
@@ -62,8 +62,11 @@ def _sigmoid(values: np.ndarray) -> np.ndarray:
 def _rect_to_crop(cx: float, cy: float, width: float, height: float, rotation: float, size: int) -> np.ndarray:
     """2x3 affine taking photo pixels to a size x size crop of a rotated rectangle.
 
-    Corner to corner, as ImageToTensorCalculator's OpenCV path maps the rectangle's corners onto
-    (0, size) .. (size, 0).
+    Corner to corner, as ImageToTensorCalculator maps the rectangle's corners onto (0, size) .. (size, 0).
+    Both sides are continuous coordinates (pixel j covers [j, j+1]), the convention the landmark model's
+    outputs follow (its mirror is x -> 256 - x); the warps convert with pixel_index_affine. MediaPipe's
+    own warp skips that half-pixel conversion: our landmarks sit up to half a crop pixel from its own,
+    and in exchange a mirrored or halved photo gives exactly the mirrored or same crop.
     """
     cos, sin = math.cos(rotation), math.sin(rotation)
 
@@ -94,7 +97,7 @@ def detector_input(image_bgr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     # Sampling straight from the full photo is what MediaPipe's CPU graph does; it costs no more than
     # the 224 x 224 output and keeps our detections identical to its own.
     crop = cv2.warpAffine(
-        image_bgr, to_tensor, (DETECTOR_SIZE, DETECTOR_SIZE), flags=cv2.INTER_LINEAR,
+        image_bgr, pixel_index_affine(to_tensor), (DETECTOR_SIZE, DETECTOR_SIZE), flags=cv2.INTER_LINEAR,
         borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0),
     )
     tensor = cv2.cvtColor(crop, cv2.COLOR_BGR2RGB).astype(np.float32)
@@ -147,15 +150,48 @@ def weighted_nms(scores: np.ndarray, boxes: np.ndarray, keypoints: np.ndarray, i
     return kept
 
 
-def detect(backend: Backend, image_bgr: np.ndarray, min_score: float) -> list[Detection]:
-    """People found in the photo, best score first, in photo pixels."""
+def _mirror_tensor_detections(kept):
+    """Detections made on the mirrored detector input, mirrored back (x -> 224 - x; the letterbox is
+    centred, so it is its own mirror). The detector's keypoints lie on the body's midline: no swap."""
+    last = DETECTOR_SIZE
+    back = []
+    for score, box, points in kept:
+        box = np.array([last - box[2], box[1], last - box[0], box[3]])
+        points = points.copy()
+        points[:, 0] = last - points[:, 0]
+        back.append((score, box, points))
+    return back
+
+
+def detect(backend: Backend, image_bgr: np.ndarray, min_score: float, symmetric: bool = False) -> list[Detection]:
+    """People found in the photo, best score first, in photo pixels.
+
+    symmetric: also detect on the mirrored input and average each detection with its mirror twin, so that
+    a mirrored photo gets exactly the mirrored ROI (the detector alone is not mirror-symmetric; with flip
+    testing of the landmarks this makes the whole pose stage mirror-equivariant).
+    """
     tensor, to_photo = detector_input(image_bgr)
-    outputs = backend.run("detector", {"input_1": tensor[None]})
-    scores, boxes, keypoints = decode_detections(outputs["Identity"][0], outputs["Identity_1"][0], min_score)
+    batch = np.stack([tensor, tensor[:, ::-1]]) if symmetric else tensor[None]
+    outputs = backend.run("detector", {"input_1": batch})
+    per_input = [
+        weighted_nms(*decode_detections(outputs["Identity"][index], outputs["Identity_1"][index], min_score))
+        for index in range(batch.shape[0])
+    ]
+    kept = per_input[0]
+    if symmetric:
+        twins = _mirror_tensor_detections(per_input[1])
+        merged = []
+        for score, box, points in kept:
+            overlaps = [float(_iou(box, twin[1][None])[0]) for twin in twins]
+            if overlaps and max(overlaps) > 0.5:
+                twin = twins[int(np.argmax(overlaps))]
+                score, box, points = (score + twin[0]) / 2, (box + twin[1]) / 2, (points + twin[2]) / 2
+            merged.append((score, box, points))
+        kept = merged
     detections = []
-    for score, box, points in weighted_nms(scores, boxes, keypoints):
+    for score, box, points in kept:
         corners = _apply_affine(to_photo, box.reshape(2, 2)).reshape(4)
-        detections.append(Detection(score, corners, _apply_affine(to_photo, points)))
+        detections.append(Detection(float(score), corners, _apply_affine(to_photo, points)))
     return detections
 
 
@@ -184,7 +220,7 @@ def detection_roi(detection: Detection) -> Roi:
 def landmark_input(image_bgr: np.ndarray, roi: Roi, with_mirror: bool) -> np.ndarray:
     """The 256 px RGB crop in [0, 1] (and its horizontal mirror): (1 or 2, 256, 256, 3) float32."""
     crop = cv2.warpAffine(
-        image_bgr, roi.to_crop(), (LANDMARK_SIZE, LANDMARK_SIZE), flags=cv2.INTER_LINEAR,
+        image_bgr, pixel_index_affine(roi.to_crop()), (LANDMARK_SIZE, LANDMARK_SIZE), flags=cv2.INTER_LINEAR,
         borderMode=cv2.BORDER_REPLICATE,
     )
     crop = cv2.cvtColor(crop, cv2.COLOR_BGR2RGB)
@@ -252,6 +288,7 @@ def decode_crop(outputs: dict[str, np.ndarray], index: int) -> CropLandmarks:
 def unmirror(mirrored: CropLandmarks) -> CropLandmarks:
     """Landmarks found on the mirrored crop, expressed on the original crop (x mirrored, left <-> right)."""
     xy = mirrored.xy[_MIRROR39].copy()
+    # Continuous crop coordinates: the mirror of x is 256 - x.
     xy[:, 0] = LANDMARK_SIZE - xy[:, 0]
     world = mirrored.world[_MIRROR39].copy()
     world[:, 0] = -world[:, 0]
@@ -276,9 +313,9 @@ def _mask_box(mask: np.ndarray, crop_to_photo: np.ndarray, width: int, height: i
     rows, cols = np.nonzero(mask > 0.5)
     if rows.size == 0:
         return None
-    # Pixel centres sit at integer crop coordinates for OpenCV's warps; take the pixels' outer edges.
-    corners = np.array([[cols.min(), rows.min()], [cols.max() + 1, rows.min()], [cols.min(), rows.max() + 1],
-                        [cols.max() + 1, rows.max() + 1]], np.float64)
+    # Continuous crop coordinates: mask pixel j covers [j, j+1]; take the pixels' outer edges.
+    x0, x1, y0, y1 = cols.min(), cols.max() + 1.0, rows.min(), rows.max() + 1.0
+    corners = np.array([[x0, y0], [x1, y0], [x0, y1], [x1, y1]], np.float64)
     points = _apply_affine(crop_to_photo, corners)
     x0, y0 = np.clip(points.min(0), 0, [width, height])
     x1, y1 = np.clip(points.max(0), 0, [width, height])
@@ -292,6 +329,7 @@ def to_view(crop: CropLandmarks, roi: Roi, image_size: tuple[int, int], score: f
 
     pixel_scale: photo px per analysed px (x, y), when the photo was decoded at a reduced scale.
     """
+    # Continuous coordinates scale exactly with a reduced decode (x -> k x).
     crop_to_photo = np.diag(pixel_scale) @ cv2.invertAffineTransform(roi.to_crop())
     keypoints = _apply_affine(crop_to_photo, crop.xy[:33].astype(np.float64))
     cos, sin = math.cos(roi.rotation), math.sin(roi.rotation)
@@ -343,7 +381,7 @@ def estimate(backend: Backend, image_bgr: np.ndarray, *, min_score: float = 0.5,
     if photo_size is None:
         photo_size = (width, height)
     pixel_scale = (photo_size[0] / width, photo_size[1] / height)
-    detections = detect(backend, image_bgr, min_score)
+    detections = detect(backend, image_bgr, min_score, symmetric=flip_test)
     people = []
     for detection in detections[:MAX_PEOPLE]:
         roi = detection_roi(detection)

@@ -50,14 +50,22 @@ class ViewPose:
 
         if self.mask_roi is None or self.roi_to_image is None:
             return np.zeros((height, width), np.float32)
-        sx = width / self.image_size[0]
-        sy = height / self.image_size[1]
-        affine = np.diag([sx, sy]) @ self.roi_to_image
-        affine = np.hstack([affine[:, :2], affine[:, 2:]]).astype(np.float64)
+        to_grid = np.diag([width / self.image_size[0], height / self.image_size[1]]) @ self.roi_to_image
         return cv2.warpAffine(
-            self.mask_roi.astype(np.float32), affine, (width, height),
+            self.mask_roi.astype(np.float32), pixel_index_affine(to_grid), (width, height),
             flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0.0,
         )
+
+
+def pixel_index_affine(affine: np.ndarray) -> np.ndarray:
+    """A 2x3 affine between continuous coordinates (pixel j covers [j, j+1]) rewritten for OpenCV's warps,
+    which index pixels by their centres (pixel j at j): index_out = A (index_in + 0.5) + b - 0.5.
+
+    Continuous coordinates make mirroring exact (x -> W - x) and scaling exact (x -> k x), which the
+    mirror and halving checks of the measures rely on.
+    """
+    linear = affine[:, :2]
+    return np.hstack([linear, (affine[:, 2] + linear @ np.array([0.5, 0.5]) - 0.5)[:, None]])
 
 
 @dataclass

@@ -13,7 +13,7 @@ import math
 
 import numpy as np
 
-from daemon.measures import C7_ROW_FRACTION, FACE_POINTS
+from daemon.measures import C7_ROW_FRACTION, FACE_POINTS, MASK_PIXEL_CENTER
 from daemon.views import BLAZEPOSE_MIRROR, BP, ViewPose
 
 PX_PER_M = 850.0
@@ -202,11 +202,13 @@ def side_pose(
     if with_mask:
         # A 256x256 ROI over a 2000-px square; the person is the half-plane in front of the neck's rear
         # contour, with a linear 0..1 ramp 4 ROI px wide so bilinear sampling crosses 0.5 exactly at C7.
+        # Mask pixel j covers the crop interval [j, j + 1] (the landmarks' convention), so its value is
+        # the ramp at its centre j + 0.5 (measures.MASK_PIXEL_CENTER).
         scale = 2000.0 / 256.0
         origin = np.array([0.0, 0.0])
         roi_to_image = np.array([[scale, 0.0, origin[0]], [0.0, scale, origin[1]]])
         u_edge = (c7_x - origin[0]) / scale
-        u = np.arange(256, dtype=np.float64)[None, :].repeat(256, axis=0)
+        u = (np.arange(256, dtype=np.float64) + MASK_PIXEL_CENTER)[None, :].repeat(256, axis=0)
         mask_roi = np.clip(0.5 + f * (u - u_edge) / 4.0, 0.0, 1.0).astype(np.float32)
     return _finish(image_size, px, world, mask_roi, roi_to_image)
 

@@ -127,6 +127,19 @@ def test_mirroring_keeps_side_measures_and_flips_side_part():
     assert side_part(mirrored) == pytest.approx(-side_part(view), abs=TOL)
 
 
+def test_mask_read_the_same_from_a_mirrored_crop():
+    """The mask array flipped (as pose.unmirror flips the mirrored pass's mask) with the crop mapping
+    u -> 256 - u (as it flips the landmarks) is the same photo: C7, and so every side measure, must not
+    move. A half-pixel mismatch between the mask's and the landmarks' coordinates moved C7 here."""
+    view = side_pose(facing=-1, cva_deg=47.0, forward_shoulder_deg=50.0)
+    flipped = hide(view)
+    flipped.mask_roi = np.ascontiguousarray(view.mask_roi[:, ::-1])
+    crop_flip = np.array([[-1.0, 0.0, 256.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    flipped.roi_to_image = (np.vstack([view.roi_to_image, [0.0, 0.0, 1.0]]) @ crop_flip)[:2]
+    for name, value in _values(side_measures(view)).items():
+        assert side_measures(flipped)[name].value == pytest.approx(value, abs=TOL), name
+
+
 @pytest.mark.parametrize("factor", [0.5, 0.25, 3.0])
 def test_scaling_changes_nothing(factor):
     front = front_pose(lean_deg=3.0, shoulder_tilt_deg=2.0, left_varus_deg=4.0)
