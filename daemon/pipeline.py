@@ -26,8 +26,8 @@ from daemon.imageio import Decoded, decode_upright
 from daemon.layouts import head_top_px, layout22
 from daemon.request import AnalyzeRequest
 from daemon.views import PhotoPoses
-from engines.models import model_paths, model_sha256
 from engines.backends import open_backend, select_backend
+from engines.models import model_paths, model_sha256
 
 log = logging.getLogger(__name__)
 
