@@ -48,8 +48,9 @@ def _bare_model_ms(analyzer, front: bytes, side: bytes, runs: int) -> float:
     """Detector + landmark passes for both views (as many crops as the pipeline runs), in two threads."""
     from daemon import pose
 
+    # With flip testing the detector also runs on the mirrored photo and the landmarks on the mirrored crop.
     crops = 2 if analyzer.config.pipeline.flip_test else 1
-    detector_input = np.zeros((1, pose.DETECTOR_SIZE, pose.DETECTOR_SIZE, 3), np.float32)
+    detector_input = np.zeros((crops, pose.DETECTOR_SIZE, pose.DETECTOR_SIZE, 3), np.float32)
     landmark_input = np.zeros((crops, pose.LANDMARK_SIZE, pose.LANDMARK_SIZE, 3), np.float32)
 
     def one_view(_):

@@ -12,7 +12,7 @@ import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
@@ -43,9 +43,14 @@ DISTANCE_TOLERANCE = 0.15
 @dataclass
 class _Photo:
     name: str  # "Front" / "Side", as the seed's messages say it
+    kind: str  # "front" / "side"
     data: bytes
     decoded: Decoded | None = None
     poses: PhotoPoses | None = None
+    measures: dict | None = None
+    result: ViewResult | None = None
+    messages: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
 
 
 @contextmanager
@@ -54,9 +59,7 @@ def _stage(name: str, timings: dict[str, float]):
     try:
         yield
     finally:
-        elapsed = time.perf_counter() - start
-        timings[name] = elapsed
-        metrics.observe_stage(name, elapsed)
+        timings[name] = time.perf_counter() - start
 
 
 class Analyzer:
@@ -92,11 +95,6 @@ class Analyzer:
         self._pool.shutdown(wait=True)
         self.backend.close()
 
-    def _both(self, function, front, side):
-        """Run `function` on the two views at once; the first error (front first) wins."""
-        futures = [self._pool.submit(function, front), self._pool.submit(function, side)]
-        return [future.result() for future in futures]
-
     def estimate(self, decoded: Decoded) -> PhotoPoses:
         settings = self.config.pipeline
         return pose.estimate(
@@ -113,75 +111,69 @@ class Analyzer:
         return max(settings.annotated_max_side, MIN_DECODE_SIDE)
 
     def analyze(self, request: AnalyzeRequest) -> dict:
-        settings = self.config.pipeline
-        timings: dict[str, float] = {}
+        total_start = time.perf_counter()
         kiosk_name = request.kiosk or self.config.calibration.default_kiosk
         if kiosk_name is not None and kiosk_name not in self.kiosks:
             raise AnalysisError("validation", f"unknown kiosk {kiosk_name!r}", text="invalid field: kiosk")
         kiosk = self.kiosks.get(kiosk_name) if kiosk_name else None
-        front = _Photo("Front", request.front_image)
-        side = _Photo("Side", request.side_image)
-        total_start = time.perf_counter()
+        front = _Photo("Front", "front", request.front_image)
+        side = _Photo("Side", "side", request.side_image)
 
-        with _stage("decode", timings):
-            min_side = self.decode_min_side()
-            front.decoded, side.decoded = self._both(
-                lambda photo: decode_upright(photo.data, photo.name.lower(), settings.max_pixels, min_side),
-                front, side,
-            )
-        with _stage("pose", timings):
-            front.poses, side.poses = self._both(lambda photo: self.estimate(photo.decoded), front, side)
-        for photo in (front, side):
-            if not photo.poses.people:
-                raise AnalysisError("processing", f"no person found in the {photo.name.lower()} image")
+        # Each photo goes through all of its own steps in its own thread: no stage waits for the other
+        # photo. The front photo's error, if any, is the one reported.
+        futures = [self._pool.submit(self._analyze_photo, photo, request, kiosk) for photo in (front, side)]
+        for future in futures:
+            future.result()
 
-        with _stage("measures", timings):
-            # World landmarks carry a left/right bias that only flip averaging cancels (accuracy.md).
-            use_world = settings.flip_test
-            front_measures = measures.front_measures(front.poses.main, use_world=use_world)
-            side_measures = measures.side_measures(side.poses.main, use_world=use_world)
-
-        with _stage("render", timings):
-            annotated = self._both(
-                lambda item: self._annotate(item[0], item[1], item[2]),
-                (front, front_measures, "front"), (side, side_measures, "side"),
-            )
-        with _stage("lift", timings):
-            views = [
-                self._view_result(photo, request, kiosk, jpeg, scale)
-                for photo, (jpeg, scale) in zip((front, side), annotated)
-            ]
-        with _stage("guidance", timings):
-            messages = self._messages(request, front, side, front_measures, side_measures)
-            if kiosk is not None and kiosk.placement is not None:
-                for photo, view in zip((front, side), views):
-                    messages += distance_guidance(photo.name, view.camera, kiosk.placement.standing_distance_mm)
+        timings = {stage: max(front.timings.get(stage, 0.0), side.timings.get(stage, 0.0))
+                   for stage in (*front.timings, *side.timings)}
         with _stage("answer", timings):
             answer = build_answer(
                 uuid=request.uuid,
-                front=views[0],
-                side=views[1],
-                front_measures=front_measures,
-                side_measures=side_measures,
-                far_grade=grades.grade(front_measures),
-                sar_grade=grades.grade(side_measures),
+                front=front.result,
+                side=side.result,
+                front_measures=front.measures,
+                side_measures=side.measures,
+                far_grade=grades.grade(front.measures),
+                sar_grade=grades.grade(side.measures),
                 side_part=measures.side_part(side.poses.main),
-                sar_fwd_head=measures.forward_head_flag(side_measures),
-                message=messages,
+                sar_fwd_head=measures.forward_head_flag(side.measures),
+                message=self._messages(request, front, side),
                 model_versions=self.model_versions,
             )
         timings["total"] = time.perf_counter() - total_start
+        for stage, seconds in timings.items():
+            metrics.observe_stage(stage, seconds)
         self.last_timings = timings
         return answer
 
-    def _messages(self, request, front: _Photo, side: _Photo, front_measures, side_measures) -> list[str]:
-        messages: list[str] = []
-        for photo in (front, side):
-            small, scale = _reduced(photo.decoded.pixels, GUIDANCE_SIDE)
-            scale *= photo.decoded.scale
-            messages += guidance.photo_guidance(photo.name, photo.poses, small, scale)
-        messages += guidance.pair_guidance(front.poses, side.poses)
-        for name, measure in {**front_measures, **side_measures}.items():
+    def _analyze_photo(self, photo: _Photo, request: AnalyzeRequest, kiosk: Kiosk | None) -> None:
+        """decode -> pose -> measures -> render -> lift -> guidance for one photo, filling `photo`."""
+        settings = self.config.pipeline
+        timings = photo.timings
+        with _stage("decode", timings):
+            photo.decoded = decode_upright(photo.data, photo.kind, settings.max_pixels, self.decode_min_side())
+        with _stage("pose", timings):
+            photo.poses = self.estimate(photo.decoded)
+        if not photo.poses.people:
+            raise AnalysisError("processing", f"no person found in the {photo.kind} image")
+        with _stage("measures", timings):
+            # World landmarks carry a left/right bias that only flip averaging cancels (accuracy.md).
+            measure = measures.front_measures if photo.kind == "front" else measures.side_measures
+            photo.measures = measure(photo.poses.main, use_world=settings.flip_test)
+        with _stage("render", timings):
+            jpeg, scale = self._annotate(photo, photo.measures, photo.kind)
+        with _stage("lift", timings):
+            photo.result = self._view_result(photo, request, kiosk, jpeg, scale)
+        with _stage("guidance", timings):
+            small, small_scale = _reduced(photo.decoded.pixels, GUIDANCE_SIDE)
+            photo.messages = guidance.photo_guidance(photo.name, photo.poses, small, small_scale * photo.decoded.scale)
+            if kiosk is not None and kiosk.placement is not None:
+                photo.messages += distance_guidance(photo.name, photo.result.camera, kiosk.placement.standing_distance_mm)
+
+    def _messages(self, request: AnalyzeRequest, front: _Photo, side: _Photo) -> list[str]:
+        messages = front.messages + side.messages + guidance.pair_guidance(front.poses, side.poses)
+        for name, measure in {**front.measures, **side.measures}.items():
             if measure.status == "not_measurable":
                 messages.append(f"The measure {name} could not be taken: {measure.reason}.")
         if len(front.poses.people) > 1 or len(side.poses.people) > 1:

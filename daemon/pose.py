@@ -235,25 +235,33 @@ def refine_from_heatmap(xy_norm: np.ndarray, heatmap_logits: np.ndarray) -> np.n
     inside a 7x7 window of its heatmap, where the heatmap is confident (max >= 0.5).
 
     xy_norm: (39, 2) in [0, 1] of the crop; heatmap_logits: (64, 64, 39). Returns refined (39, 2).
+    All points at once: windows gathered from a heatmap padded with zero confidence, which is what the
+    calculator's shrinking of the window at the border amounts to.
     """
-    rows, cols, _ = heatmap_logits.shape
-    refined = xy_norm.copy()
+    rows, cols, channels = heatmap_logits.shape
     offset = (HEATMAP_KERNEL - 1) // 2
-    for index in range(xy_norm.shape[0]):
-        # int() truncates toward zero, as the C++ cast does.
-        col = int(xy_norm[index, 0] * cols)
-        row = int(xy_norm[index, 1] * rows)
-        # MediaPipe's check compares the column against the height too (square heatmap: same thing).
-        if col < 0 or col >= cols or row < 0 or col >= rows:
-            continue
-        r0, r1 = max(0, row - offset), min(rows, row + offset + 1)
-        c0, c1 = max(0, col - offset), min(cols, col + offset + 1)
-        confidence = _sigmoid(heatmap_logits[r0:r1, c0:c1, index].astype(np.float64))
-        total = confidence.sum()
-        if confidence.max() >= HEATMAP_MIN_CONFIDENCE and total > 0:
-            grid_rows, grid_cols = np.mgrid[r0:r1, c0:c1]
-            refined[index, 0] = (grid_cols * confidence).sum() / cols / total
-            refined[index, 1] = (grid_rows * confidence).sum() / rows / total
+    # int() truncates toward zero, as the C++ cast does.
+    col = np.trunc(xy_norm[:, 0] * cols).astype(int)
+    row = np.trunc(xy_norm[:, 1] * rows).astype(int)
+    # MediaPipe's check compares the column against the height too (square heatmap: same thing).
+    valid = (col >= 0) & (col < cols) & (row >= 0) & (col < rows)
+    col, row = np.where(valid, col, 0), np.where(valid, row, 0)
+    padded = np.pad(heatmap_logits, ((offset, offset), (offset, offset), (0, 0)), constant_values=-1e4)
+    steps = np.arange(HEATMAP_KERNEL)
+    # Padded coordinates (heatmap row = value - offset). The row is not range-checked (see above): a row
+    # past the bottom reads padding, i.e. zero confidence, as the calculator's empty window does.
+    window_rows = np.minimum(row[:, None] + steps[None, :], rows + 2 * offset - 1)
+    window_cols = col[:, None] + steps[None, :]
+    logits = padded[window_rows[:, :, None], window_cols[:, None, :], np.arange(channels)[:, None, None]]
+    confidence = _sigmoid(logits.astype(np.float64))
+    total = confidence.sum(axis=(1, 2))
+    refine = valid & (confidence.max(axis=(1, 2)) >= HEATMAP_MIN_CONFIDENCE) & (total > 0)
+    safe_total = np.where(total > 0, total, 1.0)
+    mean_row = (confidence.sum(axis=2) * (window_rows - offset)).sum(axis=1) / safe_total
+    mean_col = (confidence.sum(axis=1) * (window_cols - offset)).sum(axis=1) / safe_total
+    refined = xy_norm.copy()
+    refined[refine, 0] = mean_col[refine] / cols
+    refined[refine, 1] = mean_row[refine] / rows
     return refined
 
 

@@ -132,3 +132,27 @@ def test_reduced_scale_decode_keeps_agreement(relative, min_side, full_backend):
     error = _median_error_fraction(found.main.keypoints_px, theirs)
     assert error <= 0.01, f"{relative} decoded at {decoded.scale:.3f}: median {error:.2%} of height"
     assert found.image_size == decoded.photo_size
+
+
+def _refine_one_by_one(xy_norm, heat):
+    """The calculator's loop, written out plainly (the oracle for the vectorised version)."""
+    out = xy_norm.copy()
+    rows, cols, _ = heat.shape
+    for index in range(xy_norm.shape[0]):
+        col, row = int(xy_norm[index, 0] * cols), int(xy_norm[index, 1] * rows)
+        if col < 0 or col >= cols or row < 0 or col >= rows:
+            continue
+        conf = 1 / (1 + np.exp(-heat[max(0, row - 3):min(rows, row + 4), max(0, col - 3):min(cols, col + 4), index]))
+        if conf.size and conf.max() >= 0.5 and conf.sum() > 0:
+            grid_r, grid_c = np.mgrid[max(0, row - 3):min(rows, row + 4), max(0, col - 3):min(cols, col + 4)]
+            out[index] = [(grid_c * conf).sum() / cols / conf.sum(), (grid_r * conf).sum() / rows / conf.sum()]
+    return out
+
+
+def test_vectorised_refinement_matches_the_calculator_loop():
+    rng = np.random.default_rng(3)
+    heat = rng.normal(-1.0, 2.0, (64, 64, 39)).astype(np.float32)
+    # Points inside, on the edges, past the bottom (rows are not range-checked) and outside.
+    xy = rng.uniform(-0.1, 1.1, (39, 2))
+    xy[:4] = [[0.0, 0.0], [0.999, 0.999], [0.5, 1.03], [0.02, 0.5]]
+    assert np.allclose(pose.refine_from_heatmap(xy, heat), _refine_one_by_one(xy, heat), atol=1e-9)
