@@ -162,12 +162,15 @@ class Analyzer:
             measure = measures.front_measures if photo.kind == "front" else measures.side_measures
             photo.measures = measure(photo.poses.main, use_world=settings.flip_test)
         with _stage("render", timings):
-            jpeg, scale = self._annotate(photo, photo.measures, photo.kind)
+            # One reduced copy at the annotated size serves the drawing and the guidance checks.
+            display, _ = _reduced(photo.decoded.pixels, settings.annotated_max_side)
+            jpeg, scale = self._annotate(photo, display)
         with _stage("lift", timings):
             photo.result = self._view_result(photo, request, kiosk, jpeg, scale)
         with _stage("guidance", timings):
-            small, small_scale = _reduced(photo.decoded.pixels, GUIDANCE_SIDE)
-            photo.messages = guidance.photo_guidance(photo.name, photo.poses, small, small_scale * photo.decoded.scale)
+            small, _ = _reduced(display, GUIDANCE_SIDE)
+            small_scale = small.shape[1] / photo.decoded.photo_size[0]
+            photo.messages = guidance.photo_guidance(photo.name, photo.poses, small, small_scale)
             if kiosk is not None and kiosk.placement is not None:
                 photo.messages += distance_guidance(photo.name, photo.result.camera, kiosk.placement.standing_distance_mm)
 
@@ -182,12 +185,15 @@ class Analyzer:
         # Keep the order, drop repeats.
         return list(dict.fromkeys(messages))
 
-    def _annotate(self, photo: _Photo, view_measures, kind: str) -> tuple[str, float]:
+    def _annotate(self, photo: _Photo, display: np.ndarray) -> tuple[str, float]:
+        """The annotated JPEG (base64) and its scale (annotated px per photo px)."""
         settings = self.config.pipeline
-        image, scale = render.render_annotated(photo.decoded.pixels, photo.poses.main, view_measures, kind, settings.annotated_max_side)
+        image, scale = render.render_annotated(
+            display, photo.poses.main, photo.measures, photo.kind, settings.annotated_max_side
+        )
         ok, encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, settings.annotated_jpeg_quality])
         if not ok:
-            raise AnalysisError("internal", f"could not encode the annotated {kind} photo")
+            raise AnalysisError("internal", f"could not encode the annotated {photo.kind} photo")
         return base64.b64encode(encoded.tobytes()).decode("ascii"), scale
 
     def _view_result(self, photo: _Photo, request: AnalyzeRequest, kiosk: Kiosk | None, jpeg_b64: str,
@@ -240,8 +246,9 @@ def distance_guidance(view: str, camera: dict, standing_distance_mm: float) -> l
 
 
 def _reduced(image: np.ndarray, longest: int) -> tuple[np.ndarray, float]:
+    """image with its long side at most `longest` (0: unchanged), and the scale applied."""
     height, width = image.shape[:2]
-    scale = min(1.0, longest / max(height, width))
+    scale = min(1.0, longest / max(height, width)) if longest > 0 else 1.0
     if scale >= 1.0:
         return image, 1.0
     size = (max(1, round(width * scale)), max(1, round(height * scale)))

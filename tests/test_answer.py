@@ -59,7 +59,7 @@ def test_every_seed_field_has_the_seed_type(pair_answer):
     assert isinstance(answer["message"], list)
     for field in ("forigimg", "sorigimg"):
         image = Image.open(io.BytesIO(base64.b64decode(answer[field])))
-        assert image.format == "JPEG" and max(image.size) <= 1600
+        assert image.format == "JPEG" and max(image.size) <= 1280
 
 
 def test_keypoints_are_in_the_photos_pixels(pair_answer):
