@@ -252,4 +252,7 @@ def _reduced(image: np.ndarray, longest: int) -> tuple[np.ndarray, float]:
     if scale >= 1.0:
         return image, 1.0
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    return cv2.resize(image, size, interpolation=cv2.INTER_AREA), scale
+    # Under 2x, bilinear reads every source pixel's neighbourhood well enough for a display copy and costs a
+    # sixth of INTER_AREA (1 vs 7 ms for 3 MP -> 1.2 MP); larger steps need the area average.
+    interpolation = cv2.INTER_LINEAR if scale >= 0.5 else cv2.INTER_AREA
+    return cv2.resize(image, size, interpolation=interpolation), scale
