@@ -7,7 +7,6 @@ off, and OpenCV's drawing and JPEG encoding all release the GIL).
 
 from __future__ import annotations
 
-import base64
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -16,6 +15,7 @@ from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
+import pybase64
 
 from calibration.kiosk import Kiosk, choose_intrinsics, load_kiosk
 from daemon import grades, guidance, lift, measures, metrics, pose, render
@@ -194,7 +194,7 @@ class Analyzer:
         ok, encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, settings.annotated_jpeg_quality])
         if not ok:
             raise AnalysisError("internal", f"could not encode the annotated {photo.kind} photo")
-        return base64.b64encode(encoded.tobytes()).decode("ascii"), scale
+        return pybase64.b64encode(encoded).decode("ascii"), scale
 
     def _view_result(self, photo: _Photo, request: AnalyzeRequest, kiosk: Kiosk | None, jpeg_b64: str,
                      scale: float) -> ViewResult:
