@@ -103,6 +103,8 @@ def create_app(service: Service, config: Config) -> Starlette:
         try:
             # Decoding megabytes of base64 and hashing them takes milliseconds: off the event loop.
             parsed = await run_in_threadpool(parse_request, body)
+            # The raw body is as large as the photos again: drop it before waiting in the queue.
+            del body
             uuid = parsed.uuid
             future = await run_in_threadpool(service.submit, parsed)
             answer = await asyncio.wrap_future(future)
@@ -110,7 +112,7 @@ def create_app(service: Service, config: Config) -> Starlette:
             if exc.kind not in ("validation", "overload", "too_large"):
                 log.info("request %s: %s (%s)", uuid, exc.kind, exc.detail)
             return _error_response(exc, uuid)
-        del body, parsed
+        del parsed
         return Response(await run_in_threadpool(answer_json, answer), media_type=JSON)
 
     async def result(request: Request) -> Response:
