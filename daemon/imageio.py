@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import io
+import math
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
+import simplejpeg
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from daemon.errors import AnalysisError
@@ -80,8 +82,32 @@ class Decoded:
         return self.pixels.shape[1] / self.photo_size[0]
 
 
-# libjpeg-turbo decodes straight to 1/2, 1/4 or 1/8 size (DCT scaling): most of a 12 MP decode saved.
-_REDUCED_FLAGS = ((8, cv2.IMREAD_REDUCED_COLOR_8), (4, cv2.IMREAD_REDUCED_COLOR_4), (2, cv2.IMREAD_REDUCED_COLOR_2))
+# EXIF orientation -> the turn that makes the stored pixels upright.
+_UPRIGHT = {
+    2: lambda img: cv2.flip(img, 1),
+    3: lambda img: cv2.rotate(img, cv2.ROTATE_180),
+    4: lambda img: cv2.flip(img, 0),
+    5: lambda img: cv2.transpose(img),
+    6: lambda img: cv2.rotate(img, cv2.ROTATE_90_CLOCKWISE),
+    7: lambda img: cv2.flip(cv2.transpose(img), -1),
+    8: lambda img: cv2.rotate(img, cv2.ROTATE_90_COUNTERCLOCKWISE),
+}
+
+
+def _decode_jpeg(data: bytes, width: int, height: int, orientation: int, min_long_side: int) -> np.ndarray | None:
+    """libjpeg-turbo through simplejpeg: any M/8 DCT scale whose long side still reaches min_long_side
+    (OpenCV offers only 1/2, 1/4, 1/8), the GIL released; the EXIF turn applied here, after scaling."""
+    if min_long_side > 0 and max(width, height) > min_long_side:
+        factor = min_long_side / max(width, height)
+        min_width, min_height = math.ceil(width * factor), math.ceil(height * factor)
+    else:
+        min_width, min_height = width, height
+    try:
+        pixels = simplejpeg.decode_jpeg(data, colorspace="BGR", min_width=min_width, min_height=min_height)
+    except ValueError:
+        return None  # corrupt, or a kind simplejpeg leaves to others (CMYK): OpenCV tries next
+    turn = _UPRIGHT.get(orientation)
+    return turn(pixels) if turn else pixels
 
 
 def decode_upright(data: bytes, view: str, max_pixels: int, min_long_side: int = 0) -> Decoded:
@@ -99,16 +125,12 @@ def decode_upright(data: bytes, view: str, max_pixels: int, min_long_side: int =
             upright = ImageOps.exif_transpose(heif).convert("RGB")
             pixels = cv2.cvtColor(np.asarray(upright), cv2.COLOR_RGB2BGR)
             return Decoded(pixels, (pixels.shape[1], pixels.shape[0]))
-    flag = cv2.IMREAD_COLOR
-    if image_format == "JPEG" and min_long_side > 0:
-        for factor, reduced in _REDUCED_FLAGS:
-            if -(-max(width, height) // factor) >= min_long_side:
-                flag = reduced
-                break
-    # OpenCV applies the EXIF orientation tag itself (no IMREAD_IGNORE_ORIENTATION), reduced or not.
-    pixels = cv2.imdecode(np.frombuffer(data, np.uint8), flag)
+    if image_format == "JPEG":
+        pixels = _decode_jpeg(data, width, height, orientation, min_long_side)
+        if pixels is not None:
+            return Decoded(pixels, photo_size)
+    # PNG, WebP, and JPEGs simplejpeg declines. OpenCV applies the EXIF orientation tag itself.
+    pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if pixels is None:
         raise AnalysisError("image_load", f"{view} image: corrupt {image_format} data")
-    if flag == cv2.IMREAD_COLOR:
-        photo_size = (pixels.shape[1], pixels.shape[0])
-    return Decoded(pixels, photo_size)
+    return Decoded(pixels, (pixels.shape[1], pixels.shape[0]))

@@ -94,3 +94,22 @@ def test_png_and_webp_decode():
         decoded = decode_upright(out.getvalue(), "front", LIMIT, 1024)
         assert decoded.photo_size == (400, 600) and decoded.pixels.shape == (600, 400, 3)
         assert cv2.mean(decoded.pixels)[0] > 0
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+@pytest.mark.parametrize("min_side", [0, 500])
+def test_every_exif_orientation_matches_pillow(orientation, min_side):
+    """The JPEG path turns the pixels itself after a scaled decode: each of the 8 EXIF orientations must
+    come out as Pillow's exif_transpose has it."""
+    from PIL import ImageOps
+
+    stored = _upright_test_image(640, 960)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    out = io.BytesIO()
+    stored.save(out, "JPEG", quality=95, exif=exif.tobytes())
+    expected = np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(out.getvalue()))).convert("RGB"))[:, :, ::-1]
+    decoded = decode_upright(out.getvalue(), "front", LIMIT, min_side)
+    assert decoded.photo_size == (expected.shape[1], expected.shape[0])
+    small = cv2.resize(expected, (decoded.pixels.shape[1], decoded.pixels.shape[0]), interpolation=cv2.INTER_AREA)
+    assert np.abs(decoded.pixels.astype(int) - small.astype(int)).mean() < 6
