@@ -7,10 +7,10 @@ arrays become JSON text.
 from __future__ import annotations
 
 import datetime as dt
+import json
 from dataclasses import dataclass
 
 import numpy as np
-import orjson
 
 from daemon.layouts import hidden_in_side_view, layout22, layout42
 from daemon.measures import Measure
@@ -52,7 +52,8 @@ def _points(array: np.ndarray, digits: int = 2) -> list[list[float]]:
 
 def coords_text(points22: np.ndarray) -> str:
     """far_coords / sar_coords: JSON text of 22 [x, y] integer pixels, as the seed sends it."""
-    return orjson.dumps([[round(float(x)), round(float(y))] for x, y in points22]).decode()
+    # json's default separators give the seed's own spacing: "[[1152, 1085], [1162, 1371], ...]".
+    return json.dumps([[round(float(x)), round(float(y))] for x, y in points22])
 
 
 def build_answer(
