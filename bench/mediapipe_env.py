@@ -14,7 +14,6 @@ package, sha256-checked) is copied into the venv's `mediapipe/modules/pose_landm
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import subprocess
@@ -55,11 +54,9 @@ def default_heavy_source() -> Path:
 
 
 def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    from engines.files import sha256_file
+
+    return sha256_file(path)
 
 
 def venv_python(venv_dir: Path) -> Path:

@@ -11,9 +11,7 @@ import contextlib
 import hashlib
 import json
 import math
-import os
 import re
-import tempfile
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
@@ -23,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from engines.base import ModelSpec, TensorSpec
+from engines.files import atomic_write_bytes, sha256_file
 
 MANIFEST_FORMAT = 1
 ENGINE_SUFFIX = ".engine"
@@ -125,14 +124,6 @@ def buffer_layout(model_spec: ModelSpec, batch: int) -> dict[str, TensorLayout]:
 # --- keys ---------------------------------------------------------------------------------------------
 
 
-def file_sha256(path: Path, chunk_bytes: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(chunk_bytes):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def key_fields(
     *,
     onnx_sha256: str,
@@ -199,21 +190,6 @@ def timing_cache_path(engine_dir: Path, tensorrt_version: str, gpu_name: str, co
     """Timing caches are only valid for one TensorRT and GPU, so their name says which."""
     name = f"timing-trt{_slug(tensorrt_version)}-{_slug(gpu_name)}-sm{_slug(compute_capability)}.cache"
     return Path(engine_dir) / name
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temporary file in the same folder, then rename: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
 
 
 @dataclass(frozen=True)
@@ -309,7 +285,7 @@ def rebuild_reason(engine_file: Path, fields: dict[str, Any], check_checksum: bo
     size = engine_file.stat().st_size
     if size != manifest.engine_bytes:
         return f"engine file is {size} bytes, manifest says {manifest.engine_bytes} (truncated or replaced)"
-    if check_checksum and file_sha256(engine_file) != manifest.engine_sha256:
+    if check_checksum and sha256_file(engine_file) != manifest.engine_sha256:
         return "engine file checksum differs from its manifest (corrupt or replaced)"
     return None
 

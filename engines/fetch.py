@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from engines import convert, models
+from engines.files import atomic_write_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -176,7 +177,7 @@ def extract_source(archive: Path, source: models.SourceFile, target: Path) -> st
         raise FetchError(
             f"{source.describe()}: sha256 {digest}, pinned {source.sha256} (tampered or wrong version)"
         )
-    _write_atomic(target, data)
+    atomic_write_bytes(target, data)
     return digest
 
 
@@ -242,23 +243,6 @@ def ensure_sources(
 
 # ---------------------------------------------------------------------------------------------------------
 # Files
-
-
-def _write_atomic(target: Path, data: bytes) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        # mkstemp makes the file 0600; models and manifest are meant to be read by the daemon's user too.
-        os.chmod(temp, 0o644)
-        os.replace(temp, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temp)
-        raise
 
 
 @contextlib.contextmanager
@@ -335,7 +319,7 @@ def fetch_models(
             for name in models.MODEL_NAMES:
                 os.replace(staging / models.ONNX_FILES[name], models_dir / models.ONNX_FILES[name])
             manifest["timings_s"]["total"] = round(time.monotonic() - started, 1)
-            _write_atomic(models_dir / models.MANIFEST_NAME, json.dumps(manifest, indent=2).encode() + b"\n")
+            atomic_write_bytes(models_dir / models.MANIFEST_NAME, json.dumps(manifest, indent=2).encode() + b"\n")
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         # A log left by an earlier failed run would now mislead.

@@ -6,12 +6,13 @@ Sources and hashes are those of docs in ../shared/spec/models.md, checked on 202
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from engines.files import sha256_file
 
 logger = logging.getLogger(__name__)
 
@@ -139,14 +140,6 @@ EXPECTED_IO: dict[str, dict[str, dict[str, tuple[int | str, ...]]]] = {
 
 class ModelsMissing(RuntimeError):
     """The converted models are absent or do not match their manifest."""
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def pinned_source_hashes(name: str) -> set[str]:

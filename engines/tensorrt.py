@@ -24,12 +24,10 @@ import numpy as np
 
 from engines.base import ModelSpec
 from engines.engine_cache import (
-    atomic_write_bytes,
     buffer_layout,
     build_lock,
     build_plan,
     engine_path,
-    file_sha256,
     key_fields,
     manifest_path,
     model_max_batch,
@@ -40,6 +38,7 @@ from engines.engine_cache import (
     timing_cache_path,
     write_manifest,
 )
+from engines.files import atomic_write_bytes, sha256_file
 from engines.onnx_spec import read_model_spec
 
 try:
@@ -290,7 +289,7 @@ def build_serialized_engine(
 
 def engine_key_fields(spec: ModelSpec, precision: str, max_batch: int, gpu: GpuInfo) -> dict[str, Any]:
     return key_fields(
-        onnx_sha256=file_sha256(spec.path),
+        onnx_sha256=sha256_file(spec.path),
         tensorrt_version=gpu.tensorrt_version,
         gpu_name=gpu.name,
         compute_capability=gpu.compute_capability,
