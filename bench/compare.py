@@ -268,8 +268,11 @@ def with_grain(image, sigma: float, seed: int = 7):
 
 
 def make_pairs(front_path: Path, side_path: Path, workdir: Path, megapixels: float,
-               grain: float = 0.0) -> dict[str, dict]:
-    """{"12mp": {...}, "1080p": {...}}: file paths, bytes and sizes of the two benchmark pairs."""
+               grain: float = 0.0, as_shot: bool = False) -> dict[str, dict]:
+    """{"12mp": {...}, "1080p": {...}}: file paths, bytes and sizes of the two benchmark pairs.
+
+    as_shot: the big pair is the two files exactly as given (real phone photos), not an upscale.
+    """
     import cv2
 
     pairs: dict[str, dict] = {}
@@ -291,6 +294,14 @@ def make_pairs(front_path: Path, side_path: Path, workdir: Path, megapixels: flo
             entry["bytes"][view] = data
             entry["size"][view] = f"{out.shape[1]}x{out.shape[0]}, {len(data) / 1e6:.2f} MB"
         pairs[name] = entry
+    if as_shot:
+        entry = {"files": {}, "bytes": {}, "size": {}}
+        for view, path in (("front", front_path), ("side", side_path)):
+            data = Path(path).read_bytes()
+            entry["files"][view], entry["bytes"][view] = Path(path), data
+            rows, cols = sources[view].shape[:2]
+            entry["size"][view] = f"{cols}x{rows}, {len(data) / 1e6:.2f} MB, as shot"
+        pairs["12mp"] = entry
     return pairs
 
 
@@ -690,6 +701,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--grain", type=float, default=0.0,
                         help="Gaussian grain (8-bit levels) added to the 12 MP pair for phone-like JPEG sizes "
                              "(default 0: plain upscale, ~0.7 MB files; 4 gives ~2.2 MB)")
+    parser.add_argument("--as-shot", action="store_true",
+                        help="use --front/--side unchanged as the big pair (real phone photos, e.g. "
+                             "front/fiton_p1a_front.jpg + side/fiton_p1a_side.jpg at 13 MP)")
     parser.add_argument("--front", type=Path, default=DEFAULT_FRONT)
     parser.add_argument("--side", type=Path, default=DEFAULT_SIDE)
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds per request")
@@ -724,7 +738,7 @@ def run(args: argparse.Namespace) -> dict:
         "settings": {
             "runs": runs, "quick": args.quick, "memory_requests": memory_requests, "concurrency": levels,
             "concurrency_pair": args.concurrency_pair, "memory_pair": args.memory_pair,
-            "mqtt": mqtt_url, "queue_size": args.queue_size, "grain": args.grain, "config": str(args.config) if args.config else None,
+            "mqtt": mqtt_url, "queue_size": args.queue_size, "grain": args.grain, "as_shot": args.as_shot, "config": str(args.config) if args.config else None,
         },
         "targets": TARGETS,
     }
@@ -732,7 +746,7 @@ def run(args: argparse.Namespace) -> dict:
     results["settings"]["workdir"] = str(workdir)
     mediapipe = server = analyzer = mqtt_sender = None
     try:
-        pairs = make_pairs(args.front, args.side, workdir, args.megapixels, args.grain)
+        pairs = make_pairs(args.front, args.side, workdir, args.megapixels, args.grain, args.as_shot)
         results["photos"] = {
             name: {"source": [str(args.front), str(args.side)], **entry["size"]} for name, entry in pairs.items()
         }

@@ -95,11 +95,12 @@ class Analyzer:
         self._pool.shutdown(wait=True)
         self.backend.close()
 
-    def estimate(self, decoded: Decoded) -> PhotoPoses:
+    def estimate(self, decoded: Decoded, timings: dict[str, float] | None = None) -> PhotoPoses:
         settings = self.config.pipeline
         return pose.estimate(
             self.backend, decoded.pixels, min_score=settings.min_detection_score,
             min_presence=settings.min_pose_presence, flip_test=settings.flip_test, photo_size=decoded.photo_size,
+            timings=timings,
         )
 
     def decode_min_side(self) -> int:
@@ -153,8 +154,7 @@ class Analyzer:
         timings = photo.timings
         with _stage("decode", timings):
             photo.decoded = decode_upright(photo.data, photo.kind, settings.max_pixels, self.decode_min_side())
-        with _stage("pose", timings):
-            photo.poses = self.estimate(photo.decoded)
+        photo.poses = self.estimate(photo.decoded, timings)  # records "detect" and "landmarks"
         if not photo.poses.people:
             raise AnalysisError("processing", f"no person found in the {photo.kind} image")
         with _stage("measures", timings):
@@ -164,7 +164,11 @@ class Analyzer:
         with _stage("render", timings):
             # One reduced copy at the annotated size serves the drawing and the guidance checks.
             display, _ = _reduced(photo.decoded.pixels, settings.annotated_max_side)
-            jpeg, scale = self._annotate(photo, display)
+            annotated, scale = render.render_annotated(
+                display, photo.poses.main, photo.measures, photo.kind, settings.annotated_max_side
+            )
+        with _stage("encode", timings):
+            jpeg = self._encode(annotated, photo.kind)
         with _stage("lift", timings):
             photo.result = self._view_result(photo, request, kiosk, jpeg, scale)
         with _stage("guidance", timings):
@@ -185,16 +189,13 @@ class Analyzer:
         # Keep the order, drop repeats.
         return list(dict.fromkeys(messages))
 
-    def _annotate(self, photo: _Photo, display: np.ndarray) -> tuple[str, float]:
-        """The annotated JPEG (base64) and its scale (annotated px per photo px)."""
-        settings = self.config.pipeline
-        image, scale = render.render_annotated(
-            display, photo.poses.main, photo.measures, photo.kind, settings.annotated_max_side
-        )
-        ok, encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, settings.annotated_jpeg_quality])
+    def _encode(self, image: np.ndarray, kind: str) -> str:
+        """The annotated photo as base64 JPEG."""
+        quality = self.config.pipeline.annotated_jpeg_quality
+        ok, encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
         if not ok:
-            raise AnalysisError("internal", f"could not encode the annotated {photo.kind} photo")
-        return pybase64.b64encode(encoded).decode("ascii"), scale
+            raise AnalysisError("internal", f"could not encode the annotated {kind} photo")
+        return pybase64.b64encode(encoded).decode("ascii")
 
     def _view_result(self, photo: _Photo, request: AnalyzeRequest, kiosk: Kiosk | None, jpeg_b64: str,
                      scale: float) -> ViewResult:
