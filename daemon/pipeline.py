@@ -1,8 +1,10 @@
-"""One request, straight through: decode -> detect -> landmarks -> lift -> measures -> grades -> guidance ->
-render -> answer. `Analyzer` owns the models; it is built in the inference worker's own thread.
+"""One request, straight through: for each photo decode -> detect -> landmarks -> measures -> render ->
+encode -> lift -> guidance, then grades and the answer. `Analyzer` owns the models; it is built in the
+inference worker's own thread.
 
-The two photos run side by side in two threads at each stage (decoders, ONNX Runtime with spinning
-off, and OpenCV's drawing and JPEG encoding all release the GIL).
+Each photo runs all of its steps in its own thread, side by side with the other (the JPEG decoder,
+ONNX Runtime with spinning off, and OpenCV's drawing and encoding all release the GIL), so neither waits
+for the other between steps.
 """
 
 from __future__ import annotations
@@ -123,8 +125,12 @@ class Analyzer:
         # Each photo goes through all of its own steps in its own thread: no stage waits for the other
         # photo. The front photo's error, if any, is the one reported.
         futures = [self._pool.submit(self._analyze_photo, photo, request, kiosk) for photo in (front, side)]
-        for future in futures:
-            future.result()
+        # Both finish before either error is raised, so no photo of this request is still being worked on
+        # when the next request starts.
+        errors = [future.exception() for future in futures]
+        for error in errors:
+            if error is not None:
+                raise error
 
         timings = {stage: max(front.timings.get(stage, 0.0), side.timings.get(stage, 0.0))
                    for stage in (*front.timings, *side.timings)}
