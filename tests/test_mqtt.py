@@ -127,7 +127,7 @@ class Kiosk:
     """Publishes requests and collects everything under the prefix (persistent session, MQTT 5)."""
 
     def __init__(self, host: str, port: int, prefix: str, extra_topics: tuple[str, ...] = (),
-                 username: str | None = None, password: str | None = None):
+                 username: str | None = None, password: str | None = None, tls: dict | None = None):
         self.prefix = prefix
         self.lock = threading.Lock()
         self.messages: list[mqtt.MQTTMessage] = []
@@ -137,6 +137,8 @@ class Kiosk:
         )
         if username:
             self.client.username_pw_set(username, password)
+        if tls:
+            self.client.tls_set(**tls)
         self.subscribe_codes: list = []
         topics = (f"{prefix}/result/#", f"{prefix}/error", f"{prefix}/status/#", *extra_topics)
 
@@ -194,7 +196,7 @@ class Kiosk:
 
 class Daemon:
     def __init__(self, tmp_path: Path, host: str, port: int, prefix: str, stop_timeout_s: float = 30,
-                 queue_size: int = 4, mqtt_extra: str = ""):
+                 queue_size: int = 4, mqtt_extra: str = "", scheme: str = "mqtt"):
         self.tmp_path = tmp_path
         self.prefix = prefix
         self.daemon_id = f"test-{uuidlib.uuid4().hex[:8]}"
@@ -203,7 +205,7 @@ class Daemon:
         self.config_path = tmp_path / f"{self.daemon_id}.toml"
         self.config_path.write_text(
             f'[http]\nport = {self.http_port}\n'
-            f'[mqtt]\nurl = "mqtt://{host}:{port}"\ntopic_prefix = "{prefix}"\n'
+            f'[mqtt]\nurl = "{scheme}://{host}:{port}"\ntopic_prefix = "{prefix}"\n'
             f'client_id = "skeletond-{self.daemon_id}"\ndaemon_id = "{self.daemon_id}"\n'
             f'session_expiry_s = 600\n{mqtt_extra}'
             f'[worker]\nqueue_size = {queue_size}\nstop_timeout_s = {stop_timeout_s}\n'
@@ -457,6 +459,52 @@ def test_credentials_and_the_example_acl(tmp_path):
         assert_answer(kiosk.results()["acl-1"][0], "acl-1")
         assert not kiosk.on(f"{prefix}/request"), "a kiosk must not read requests (photos, e-mail addresses)"
         wait_until(lambda: b"online" in kiosk.status(daemon.daemon_id), 10, "the daemon's status")
+    finally:
+        daemon.close()
+        kiosk.close()
+        broker.stop()
+
+
+def _openssl(*args: str, cwd: Path) -> None:
+    subprocess.run([shutil.which("openssl") or "/usr/bin/openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+def _certificates(directory: Path) -> None:
+    """A throwaway CA, a server certificate for 127.0.0.1 and a client certificate, signed by the CA."""
+    directory.mkdir(parents=True, exist_ok=True)
+    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt", "-days", "2",
+             "-subj", "/CN=skeleton-test-ca", cwd=directory)
+    (directory / "server.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+    for name, extra in (("server", ("-extfile", "server.ext")), ("client", ())):
+        _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.csr",
+                 "-subj", f"/CN={name}", cwd=directory)
+        _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+                 "-out", f"{name}.crt", "-days", "2", *extra, cwd=directory)
+
+
+def test_tls_with_client_certificates(tmp_path, prefix):
+    """mqtts:// with a CA file and a client certificate, against a broker that requires one."""
+    certs = tmp_path / "certs"
+    _certificates(certs)
+    broker = Broker(
+        tmp_path / "broker",
+        extra_config=f"cafile {certs / 'ca.crt'}\ncertfile {certs / 'server.crt'}\nkeyfile {certs / 'server.key'}\n"
+                     "require_certificate true\n",
+    )
+    broker.start()
+    client_tls = {"ca_certs": str(certs / "ca.crt"), "certfile": str(certs / "client.crt"),
+                  "keyfile": str(certs / "client.key")}
+    kiosk = Kiosk("127.0.0.1", broker.port, prefix, tls=client_tls)
+    daemon = Daemon(
+        tmp_path, "127.0.0.1", broker.port, prefix, scheme="mqtts",
+        mqtt_extra=f'ca_file = "{certs / "ca.crt"}"\ncert_file = "{certs / "client.crt"}"\n'
+                   f'key_file = "{certs / "client.key"}"\n',
+    )
+    try:
+        daemon.start()
+        kiosk.publish(request_payload("tls-1"))
+        wait_until(lambda: "tls-1" in kiosk.results(), 60, "the result over TLS")
+        assert_answer(kiosk.results()["tls-1"][0], "tls-1")
     finally:
         daemon.close()
         kiosk.close()
