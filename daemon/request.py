@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import binascii
 import datetime as dt
+import functools
 import hashlib
 import re
 from dataclasses import dataclass, field
@@ -38,7 +39,7 @@ class AnalyzeRequest:
     # Notes for the answer's `message` (optional fields that were unreadable and ignored).
     notes: list[str] = field(default_factory=list)
 
-    @property
+    @functools.cached_property
     def input_hash(self) -> str:
         """Identifies the photos, so a uuid reused with other photos can be told apart from a redelivery."""
         digest = hashlib.sha256()

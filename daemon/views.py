@@ -37,24 +37,13 @@ class ViewPose:
     visibility: np.ndarray  # (33,) probability the point is visible (not occluded)
     presence: np.ndarray  # (33,) probability the point is inside the photo
     world_m: np.ndarray  # (33, 3) metres, hip-centred
-    box: tuple[float, float, float, float]  # person box (x, y, w, h) in photo pixels, from the landmarks
+    box: tuple[float, float, float, float]  # (x, y, w, h) photo px: the segmentation mask (else landmarks)
     score: float  # detector score of this person
     pose_flag: float  # landmark model's person-present probability
-    # Segmentation: probability mask on the 256x256 ROI crop, and the 2x3 affine crop px -> photo px.
+    # Segmentation: probability mask on the 256x256 ROI crop, and the 2x3 affine crop -> photo coordinates
+    # (continuous: pixel j covers [j, j+1]; see pixel_index_affine).
     mask_roi: np.ndarray | None = None
     roi_to_image: np.ndarray | None = None
-
-    def mask_in_image(self, width: int, height: int) -> np.ndarray:
-        """The segmentation probability resampled onto a width x height grid over the whole photo."""
-        import cv2
-
-        if self.mask_roi is None or self.roi_to_image is None:
-            return np.zeros((height, width), np.float32)
-        to_grid = np.diag([width / self.image_size[0], height / self.image_size[1]]) @ self.roi_to_image
-        return cv2.warpAffine(
-            self.mask_roi.astype(np.float32), pixel_index_affine(to_grid), (width, height),
-            flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0.0,
-        )
 
 
 def pixel_index_affine(affine: np.ndarray) -> np.ndarray:
