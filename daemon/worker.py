@@ -146,7 +146,11 @@ class Worker:
             describe = getattr(analyzer, "describe", None)
             self._description = describe() if describe is not None else {}
         except Exception as exc:  # any construction failure is reported to start()
-            log.exception("the analyzer could not be started")
+            # Missing models, a bad kiosk file, an unusable backend: start()'s caller states the reason in
+            # one line; a traceback is for the unexpected.
+            expected = isinstance(exc, (RuntimeError, ValueError, OSError))
+            log.log(logging.DEBUG if expected else logging.ERROR, "the analyzer could not be started",
+                    exc_info=True)
             self._start_error = exc
             self._ready.set()
             return
