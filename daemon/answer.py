@@ -11,6 +11,7 @@ import json
 from dataclasses import dataclass
 
 import numpy as np
+import orjson
 
 from daemon.layouts import hidden_in_side_view, layout22, layout42
 from daemon.measures import Measure
@@ -39,6 +40,11 @@ class ViewResult:
     annotated_scale: float
 
 
+def answer_json(answer: dict) -> bytes:
+    """The one serialisation of an answer: HTTP, MQTT, the result store and the CLI all use these bytes."""
+    return orjson.dumps(answer, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
 def millidegrees(measure: Measure | None) -> int:
     """The seed's int: thousandths of a degree; 0 when not measurable (decisions.md)."""
     if measure is None or measure.value is None:
@@ -56,6 +62,14 @@ def coords_text(points22: np.ndarray) -> str:
     return json.dumps([[round(float(x)), round(float(y))] for x, y in points22])
 
 
+def _layouts22(view: ViewResult) -> list[np.ndarray]:
+    """(22, 2) points of each person in the photo, main subject first."""
+    return [
+        layout22(person, head_top=view.head_top_px if index == 0 else None)
+        for index, person in enumerate(view.poses.people)
+    ]
+
+
 def build_answer(
     *,
     uuid: str,
@@ -71,14 +85,14 @@ def build_answer(
     model_versions: dict[str, str],
     created_at: dt.datetime | None = None,
 ) -> dict:
-    front_main = front.poses.main
-    side_main = side.poses.main
-    far22 = layout22(front_main, head_top=front.head_top_px)
-    sar22 = layout22(side_main, head_top=side.head_top_px)
+    # The 22-point layout of every person, once; the main subject's head top is already known.
+    front22 = _layouts22(front)
+    side22 = _layouts22(side)
+    far22, sar22 = front22[0], side22[0]
 
     pose2ds3 = []
-    for person in side.poses.people:
-        points = layout22(person)[:17].astype(np.float64)
+    for person, points in zip(side.poses.people, side22):
+        points = points[:17].astype(np.float64)
         points[hidden_in_side_view(person)[:17]] = -1.0
         pose2ds3.append(_points(points))
 
@@ -104,7 +118,7 @@ def build_answer(
         answer[f"{name}_m_"] = millidegrees(side_measures.get(name))
     answer.update({
         "pose2df1": [_points(layout42(person)) for person in front.poses.people],
-        "pose2df2": [_points(layout22(person)[:17]) for person in front.poses.people],
+        "pose2df2": [_points(points[:17]) for points in front22],
         "pose2ds3": pose2ds3,
         "box1": [[round(float(v), 1) for v in person.box] for person in front.poses.people],
         "box2": [[round(float(v), 1) for v in person.box] for person in side.poses.people],

@@ -33,9 +33,10 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _analyze(args: argparse.Namespace) -> int:
     """The same path as HTTP (Service -> worker -> Analyzer -> store), printing the same JSON bytes."""
+    from daemon.answer import answer_json
     from daemon.errors import AnalysisError
     from daemon.request import parse_request
-    from daemon.service import Service, answer_json
+    from daemon.service import Service
 
     config = _config(args)
     payload = {

@@ -20,10 +20,11 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from daemon import metrics
+from daemon.answer import answer_json
 from daemon.config import Config
 from daemon.errors import AnalysisError
 from daemon.request import parse_request, uuid_problem
-from daemon.service import Service, answer_json
+from daemon.service import Service
 
 log = logging.getLogger(__name__)
 

@@ -33,10 +33,11 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from daemon import metrics
+from daemon.answer import answer_json
 from daemon.config import MqttConfig
 from daemon.errors import AnalysisError
 from daemon.request import parse_request, uuid_problem
-from daemon.service import Service, answer_json
+from daemon.service import Service
 
 log = logging.getLogger(__name__)
 

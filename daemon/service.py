@@ -18,8 +18,6 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
-import orjson
-
 from daemon import metrics
 from daemon.config import Config
 from daemon.errors import AnalysisError
@@ -33,25 +31,10 @@ log = logging.getLogger(__name__)
 PURGE_INTERVAL_S = 3600.0
 
 
-def answer_json(answer: dict) -> bytes:
-    """The one serialisation of an answer: HTTP, MQTT, the store and the CLI all use these bytes."""
-    return orjson.dumps(answer, option=orjson.OPT_SERIALIZE_NUMPY)
-
-
 def _default_analyzer_factory(config: Config) -> Any:
     from daemon.pipeline import Analyzer  # imported late: it pulls in the inference backend
 
     return Analyzer(config)
-
-
-def _public(answer: dict) -> dict:
-    """Drop the analyzer's private keys (leading underscore); their stage timings go to the metrics."""
-    stages = answer.get("_stage_seconds")
-    if isinstance(stages, dict):
-        for stage, seconds in stages.items():
-            if isinstance(seconds, (int, float)):
-                metrics.observe_stage(str(stage), float(seconds))
-    return {key: value for key, value in answer.items() if not str(key).startswith("_")}
 
 
 class Service:
@@ -160,7 +143,7 @@ class Service:
         error = inner.exception()
         answer: dict | None = None
         if error is None:
-            answer = _public(inner.result())
+            answer = inner.result()
             if self.store is not None:
                 started = time.monotonic()
                 photos = (request.front_image, request.side_image) if self.config.store.keep_photos else None

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import orjson
 
+from daemon.answer import answer_json
 from daemon.errors import AnalysisError
 
 log = logging.getLogger(__name__)
@@ -103,7 +104,7 @@ class ResultStore:
         both return the same stored answer. Other photos under a stored uuid raise a conflict.
         """
         front, side = photos if (photos is not None and self.keep_photos) else (None, None)
-        blob = orjson.dumps(answer, option=orjson.OPT_SERIALIZE_NUMPY)
+        blob = answer_json(answer)
         now = time.time()
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
