@@ -610,65 +610,11 @@ def run_concurrent(send, template: bytes, concurrency: int, total: int) -> dict:
 # -- in-process model figures ---------------------------------------------------------------------
 
 
-def _bare_model_replica(analyzer) -> float:
-    """One detector + landmark pass per view, the two views in the analyzer's two threads (ms)."""
-    import numpy as np
-
-    from daemon import pose
-
-    crops = 2 if analyzer.config.pipeline.flip_test else 1
-    detector_input = np.zeros((1, pose.DETECTOR_SIZE, pose.DETECTOR_SIZE, 3), np.float32)
-    landmark_input = np.zeros((crops, pose.LANDMARK_SIZE, pose.LANDMARK_SIZE, 3), np.float32)
-
-    def one_view(_):
-        analyzer.backend.run("detector", {"input_1": detector_input})
-        analyzer.backend.run("landmark", {"input_1": landmark_input})
-
-    start = time.perf_counter()
-    list(analyzer._pool.map(one_view, range(2)))
-    return (time.perf_counter() - start) * 1000
-
-
-class BareModel:
-    """The bare model time, one measurement per call: `skeletond bench`'s own helper when it is there."""
-
-    def __init__(self, analyzer, front: bytes, side: bytes):
-        self.analyzer, self.front, self.side = analyzer, front, side
-        self.source = "daemon.bench._bare_model_ms"
-        try:
-            from daemon.bench import _bare_model_ms
-
-            self._helper = _bare_model_ms
-            self._helper(analyzer, front, side, 1)
-        except Exception as exc:  # noqa: BLE001 - a changed helper falls back to the replica
-            log(f"daemon.bench._bare_model_ms unusable ({exc!r}); using the replica in bench/compare.py")
-            self._helper = None
-            self.source = "bench/compare.py replica of daemon.bench._bare_model_ms"
-            _bare_model_replica(analyzer)
-
-    def once(self) -> float:
-        if self._helper is not None:
-            return float(self._helper(self.analyzer, self.front, self.side, 1))
-        return _bare_model_replica(self.analyzer)
-
-
 def in_process_stages(analyzer, template: bytes, runs: int) -> dict:
     """analyzer.analyze() directly (no transport, no store): end to end and per-stage medians."""
-    from daemon.request import parse_request
+    from daemon.bench import time_analyze
 
-    stages: dict[str, list[float]] = {}
-    totals: list[float] = []
-    for index in range(runs + 1):
-        body = with_uuid(template, str(uuidlib.uuid4()))
-        start = time.perf_counter()
-        request = parse_request(body)
-        analyzer.analyze(request)
-        elapsed = (time.perf_counter() - start) * 1000
-        if index == 0:
-            continue
-        totals.append(elapsed)
-        for stage, seconds in getattr(analyzer, "last_timings", {}).items():
-            stages.setdefault(stage, []).append(seconds * 1000)
+    totals, stages = time_analyze(analyzer, template, runs)
     return {
         "parse_and_analyze": summarize(totals),
         "stage_median_ms": {stage: round(statistics.median(v), 2) for stage, v in stages.items()},
@@ -784,10 +730,10 @@ def run(args: argparse.Namespace) -> dict:
         analyzer = _phase(results, "analyzer", load_analyzer)
         bare = None
         if analyzer is not None:
-            bare = _phase(results, "bare_model_setup", BareModel, analyzer,
-                          pairs["1080p"]["bytes"]["front"], pairs["1080p"]["bytes"]["side"])
-            if bare is not None:
-                results["bare_model_source"] = bare.source
+            from daemon.bench import bare_model_ms
+
+            # skeletond bench's own measure: the same model passes the pipeline runs, nothing around them.
+            bare = _phase(results, "bare_model_setup", bare_model_ms, analyzer, 1)
             in_process = {}
             for name in ("12mp", "1080p"):
                 figures = _phase(results, f"in_process_{name}", in_process_stages, analyzer, templates[name],
@@ -867,7 +813,7 @@ def run(args: argparse.Namespace) -> dict:
             ours, model, theirs, errors = [], [], [], []
             for _ in range(runs):
                 if bare is not None:
-                    model.append(bare.once())
+                    model.append(bare_model_ms(analyzer, 1))
                 elapsed, error, _ = http.send(templates["1080p"])
                 (errors.append(error) if error else ours.append(elapsed))
                 timed = mediapipe_pair("1080p")

@@ -44,41 +44,31 @@ def _request(front: bytes, side: bytes) -> dict:
     }
 
 
-def _bare_model_ms(analyzer, front: bytes, side: bytes, runs: int) -> float:
-    """Detector + landmark passes for both views (as many crops as the pipeline runs), in two threads."""
-    from daemon import pose
-
-    # With flip testing the detector also runs on the mirrored photo and the landmarks on the mirrored crop.
-    crops = 2 if analyzer.config.pipeline.flip_test else 1
-    detector_input = np.zeros((crops, pose.DETECTOR_SIZE, pose.DETECTOR_SIZE, 3), np.float32)
-    landmark_input = np.zeros((crops, pose.LANDMARK_SIZE, pose.LANDMARK_SIZE, 3), np.float32)
-
-    def one_view(_):
-        analyzer.backend.run("detector", {"input_1": detector_input})
-        analyzer.backend.run("landmark", {"input_1": landmark_input})
-
+def bare_model_ms(analyzer, runs: int) -> float:
+    """Median of the bare model time: detector + landmark passes of both photos, as the pipeline runs them."""
     times = []
     for index in range(runs + 1):
         start = time.perf_counter()
-        list(analyzer._pool.map(one_view, range(2)))
-        if index:
+        analyzer.bare_model_pass()
+        if index:  # the first is a warm-up
             times.append((time.perf_counter() - start) * 1000)
     return statistics.median(times)
 
 
-def _time_pair(analyzer, front: bytes, side: bytes, runs: int) -> dict[str, float]:
-    payload = _request(front, side)
+def time_analyze(analyzer, payload: bytes | dict, runs: int) -> tuple[list[float], dict[str, list[float]]]:
+    """Parse + analyze `payload` runs times after one warm-up: end-to-end ms per run, and ms per stage."""
+    totals: list[float] = []
     stages: dict[str, list[float]] = {}
     for index in range(runs + 1):
         start = time.perf_counter()
         analyzer.analyze(parse_request(payload))
-        elapsed = time.perf_counter() - start
+        elapsed = (time.perf_counter() - start) * 1000
         if index == 0:
-            continue  # warm-up
+            continue
+        totals.append(elapsed)
         for stage, seconds in analyzer.last_timings.items():
             stages.setdefault(stage, []).append(seconds * 1000)
-        stages.setdefault("end_to_end", []).append(elapsed * 1000)
-    return {stage: statistics.median(values) for stage, values in stages.items()}
+    return totals, stages
 
 
 def main_bench(args: argparse.Namespace, config: Config) -> int:
@@ -94,14 +84,16 @@ def main_bench(args: argparse.Namespace, config: Config) -> int:
         print(f"backend: {analyzer.backend.description}; landmark model {config.models.landmark}; "
               f"flip test {config.pipeline.flip_test}; annotated max side {config.pipeline.annotated_max_side}; "
               f"{os.cpu_count()} CPUs; median of {args.runs} runs")
-        bare = _bare_model_ms(analyzer, front, side, args.runs)
+        bare = bare_model_ms(analyzer, args.runs)
         print(f"bare model time (detector + landmarks, both views): {bare:.1f} ms")
         pairs = [("own size", front, side)]
         if args.megapixels:
             pairs.append((f"{args.megapixels:g} MP", _upscaled_jpeg(front, args.megapixels),
                           _upscaled_jpeg(side, args.megapixels)))
         for label, front_bytes, side_bytes in pairs:
-            figures = _time_pair(analyzer, front_bytes, side_bytes, args.runs)
+            totals, stages = time_analyze(analyzer, _request(front_bytes, side_bytes), args.runs)
+            figures = {stage: statistics.median(values) for stage, values in stages.items()}
+            figures["end_to_end"] = statistics.median(totals)
             shape = [cv2.imdecode(np.frombuffer(b, np.uint8), cv2.IMREAD_REDUCED_GRAYSCALE_8).shape for b in (front_bytes, side_bytes)]
             print(f"\npair at {label} (~{shape[0][1] * 8}x{shape[0][0] * 8} and ~{shape[1][1] * 8}x{shape[1][0] * 8} px):")
             for stage, ms in figures.items():

@@ -105,6 +105,12 @@ class Analyzer:
             timings=timings,
         )
 
+    def bare_model_pass(self) -> None:
+        """The model passes of a one-person pair and nothing around them, both photos side by side as
+        `analyze` runs them (the yardstick of the benchmarks)."""
+        flip_test = self.config.pipeline.flip_test
+        list(self._pool.map(lambda _: pose.model_passes(self.backend, flip_test), range(2)))
+
     def decode_min_side(self) -> int:
         """How large a reduced JPEG decode must stay: the annotated photo's size, and enough for the
         landmark crop (a standing person fills most of a kiosk photo). 0 = always full size."""

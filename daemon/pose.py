@@ -364,6 +364,17 @@ def to_view(crop: CropLandmarks, roi: Roi, image_size: tuple[int, int], score: f
     )
 
 
+def model_passes(backend: Backend, flip_test: bool) -> None:
+    """The model work `estimate` does for one person, on blank inputs: the benchmarks' bare model time.
+
+    With flip testing the detector also sees the mirrored photo and the landmark model the mirrored
+    crop (batch 2 each), as in `detect(symmetric=True)` and `landmark_input(with_mirror=True)`.
+    """
+    batch = 2 if flip_test else 1
+    backend.run("detector", {"input_1": np.zeros((batch, DETECTOR_SIZE, DETECTOR_SIZE, 3), np.float32)})
+    backend.run("landmark", {"input_1": np.zeros((batch, LANDMARK_SIZE, LANDMARK_SIZE, 3), np.float32)})
+
+
 def main_subject_order(people: list[ViewPose]) -> list[ViewPose]:
     """Main subject first: the largest person, discounted by distance from the photo's centre.
 
