@@ -11,8 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
-import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -22,6 +20,7 @@ import numpy as np
 
 from calibration.intrinsics import Intrinsics, default_intrinsics, intrinsics_from_exif, undistort_normalized
 from calibration.placement import Placement, validate_placement
+from engines.files import atomic_write_bytes
 
 KIOSK_FORMAT = "skeleton-v2 kiosk"
 KIOSK_VERSION = 1
@@ -145,21 +144,7 @@ def load_kiosk(path: Path | str) -> Kiosk:
 
 def write_json_atomic(path: Path | str, data: dict[str, Any]) -> None:
     """Write JSON through a temporary file in the same directory and a rename: never a half file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=2)
-            handle.write("\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        # mkstemp makes the file owner-only; the daemon may run as another user than the technician.
-        os.chmod(temporary, path.stat().st_mode & 0o777 if path.exists() else 0o644)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(Path(path), (json.dumps(data, indent=2) + "\n").encode("utf-8"))
 
 
 def _now() -> str:

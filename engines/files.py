@@ -1,4 +1,4 @@
-"""File helpers shared by the model fetch and the engine cache: hashing and atomic writes."""
+"""File helpers shared by the model fetch, the engine cache and the kiosk files: hashing, atomic writes."""
 
 from __future__ import annotations
 
@@ -26,8 +26,9 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
-        # mkstemp makes the file 0600; models, engines and manifests are read by the daemon's user too.
-        os.chmod(tmp_name, 0o644)
+        # mkstemp makes the file 0600; models, engines, manifests and kiosk files are read by the daemon's
+        # user, which may not be the one writing them. An existing file keeps its own mode.
+        os.chmod(tmp_name, path.stat().st_mode & 0o777 if path.exists() else 0o644)
         os.replace(tmp_name, path)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
