@@ -124,7 +124,10 @@ def photo_guidance(view: str, photo: PhotoPoses, image_bgr_small: np.ndarray, sc
     main_height = person.box[3]
     others = [p for p in photo.people[1:] if p.box[3] >= OTHER_PERSON_MIN_RELATIVE_HEIGHT * main_height]
     if others:
-        messages.append(_say(view, "There are several people; only one person should be in the photo."))
+        messages.append(_say(
+            view, "There are several people; only one person should be in the photo. "
+                  "The largest, most central person was analysed.",
+        ))
 
     head_cut = _head_cut(person)
     feet_cut = _feet_cut(person)

@@ -195,8 +195,6 @@ class Analyzer:
         for name, measure in {**front.measures, **side.measures}.items():
             if measure.status == "not_measurable":
                 messages.append(f"The measure {name} could not be taken: {measure.reason}.")
-        if len(front.poses.people) > 1 or len(side.poses.people) > 1:
-            messages.append("Several people were found; the largest, most central person was analysed.")
         messages += request.notes
         # Keep the order, drop repeats.
         return list(dict.fromkeys(messages))
