@@ -184,22 +184,30 @@ def _draw_side(img, view: ViewPose, measures: dict[str, Measure], s: float, styl
         _label(img, _value_text(head), (min(ears[0], face[0]), top), _colour(head), style)
 
 
+def fit_within(image: np.ndarray, longest: int) -> tuple[np.ndarray, float]:
+    """image with its long side at most `longest` (0: unchanged), and the scale applied (the same array
+    when nothing needs to change)."""
+    height, width = image.shape[:2]
+    scale = min(1.0, longest / max(height, width)) if longest > 0 else 1.0
+    if scale >= 1.0:
+        return image, 1.0
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    # Under 2x, bilinear reads every source pixel's neighbourhood well enough for a display copy and costs a
+    # sixth of INTER_AREA (1 vs 7 ms for 3 MP -> 1.2 MP); larger steps need the area average.
+    interpolation = cv2.INTER_LINEAR if scale >= 0.5 else cv2.INTER_AREA
+    return cv2.resize(image, size, interpolation=interpolation), scale
+
+
 def render_annotated(
     image_bgr: np.ndarray, view: ViewPose, measures: dict[str, Measure], kind: str, max_side: int
 ) -> tuple[np.ndarray, float]:
     """The photo with the analysis drawn on it, longest side <= max_side (0: full size), and its scale
     (annotated px per photo px; image_bgr may be a reduced decode of the photo that view describes)."""
-    height, width = image_bgr.shape[:2]
-    longest = max(height, width)
-    scale = 1.0 if max_side <= 0 or longest <= max_side else max_side / longest
-    if scale < 1.0:
-        size = (max(1, round(width * scale)), max(1, round(height * scale)))
-        img = cv2.resize(image_bgr, size, interpolation=cv2.INTER_AREA)
-    else:
-        img = image_bgr.copy()
-    # The view's coordinates may come from a photo of another size than image_bgr (never in the
-    # pipeline, but cheap to honour): map photo px -> drawn px.
-    s = img.shape[1] / view.image_size[0] if view.image_size[0] else scale
+    img, _ = fit_within(image_bgr, max_side)
+    if img is image_bgr:
+        img = image_bgr.copy()  # draw on our own copy, never on the caller's pixels
+    # Map photo px -> drawn px (image_bgr may be a reduced decode or display copy of the photo).
+    s = img.shape[1] / view.image_size[0]
     style = _Style(max(img.shape[:2]))
     pts = view.keypoints_px.astype(np.float64) * s
     _draw_skeleton(img, pts, view.visibility, style)
