@@ -109,6 +109,16 @@ class StoreConfig:
     retention_days: float = 30.0
     # Keep the uploaded original photos beside the answer (off: privacy default).
     keep_photos: bool = False
+    # Folder of the member-hash and report-link keys (daemon/members.py); None = the store's folder.
+    key_dir: Path | None = None
+
+
+@dataclass
+class WebConfig:
+    # How long a member's report link (the QR code on the kiosk) opens the report without the token.
+    link_ttl_s: float = 7 * 24 * 3600.0
+    # Base URL a phone reaches the daemon at (e.g. http://192.168.1.20:8080); None = the request's own.
+    public_url: str | None = None
 
 
 @dataclass
@@ -130,6 +140,7 @@ class Config:
     worker: WorkerConfig = field(default_factory=WorkerConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
+    web: WebConfig = field(default_factory=WebConfig)
 
 
 LANDMARK_MODELS = ("lite", "full", "heavy")
@@ -217,6 +228,10 @@ def validate(config: Config) -> None:
         raise ConfigError("pipeline.annotated_jpeg_quality: 1-100")
     if not 50 <= config.pipeline.default_height_cm <= 250:
         raise ConfigError("pipeline.default_height_cm: 50-250")
+    if config.web.link_ttl_s <= 0:
+        raise ConfigError("web.link_ttl_s: more than 0")
+    if config.web.public_url is not None and not config.web.public_url.startswith(("http://", "https://")):
+        raise ConfigError(f"web.public_url: http://host:port or https://..., got {config.web.public_url!r}")
     if config.worker.queue_size < 1:
         raise ConfigError("worker.queue_size: at least 1")
     if config.mqtt.url is not None and not config.mqtt.url.startswith(("mqtt://", "mqtts://")):

@@ -4,6 +4,7 @@ POST /analyze/skeleton-v2   the seed's request JSON -> the skeleton-v2 answer (e
 GET  /results/{uuid}        a stored answer (token required whenever HTTP listens beyond loopback)
 GET  /healthz               liveness, analyzer backend, queue depth, transport states
 GET  /metrics               Prometheus text format
+/kiosk, /report/{uuid}, /members/{id}[/history]: the web app (daemon/web/routes.py, same access rule as /results)
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from daemon.config import Config
 from daemon.errors import AnalysisError
 from daemon.request import parse_request, uuid_problem
 from daemon.service import Service
+from daemon.web.routes import web_routes
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +118,8 @@ def create_app(service: Service, config: Config) -> Starlette:
         del parsed
         return Response(await run_in_threadpool(answer_json, answer), media_type=JSON)
 
-    async def result(request: Request) -> Response:
+    def results_refusal(request: Request) -> Response | None:
+        """None when the caller may read stored results (and, in daemon/web, members' pages)."""
         if results_need_token:
             if token is None:
                 metrics.count_error("unauthorized")
@@ -126,6 +129,12 @@ def create_app(service: Service, config: Config) -> Starlette:
                 )
             if not authorized(request):
                 return unauthorized()
+        return None
+
+    async def result(request: Request) -> Response:
+        refusal = results_refusal(request)
+        if refusal is not None:
+            return refusal
         uuid = request.path_params["uuid"]
         problem = uuid_problem(uuid)
         if problem:
@@ -151,5 +160,6 @@ def create_app(service: Service, config: Config) -> Starlette:
         Route("/results/{uuid:path}", result, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
+        *web_routes(service, config, results_refusal),
     ]
     return Starlette(routes=routes)

@@ -16,11 +16,13 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
+from pathlib import Path
 from typing import Any
 
 from daemon import metrics
 from daemon.config import Config
 from daemon.errors import AnalysisError
+from daemon.members import MemberKeys
 from daemon.request import AnalyzeRequest
 from daemon.store import ResultStore
 from daemon.worker import Worker
@@ -51,10 +53,13 @@ class Service:
         factory = analyzer_factory or _default_analyzer_factory
         self.worker = Worker(lambda: factory(config), config.worker.queue_size)
         self.store: ResultStore | None = None
+        self.keys: MemberKeys | None = None
         if use_store:
             self.store = ResultStore(
                 config.store.path, config.store.retention_days, keep_photos=config.store.keep_photos
             )
+            key_dir = config.store.key_dir or Path(config.store.path).expanduser().resolve().parent
+            self.keys = MemberKeys(key_dir)
         self._lock = threading.Lock()
         # uuid -> (input hash, future) of requests queued or being analysed: a redelivery while the first
         # delivery is still in the queue shares its future instead of being analysed twice.
@@ -110,6 +115,18 @@ class Service:
     def get_result_json(self, uuid: str) -> bytes | None:
         return self.store.get_json(uuid) if self.store is not None else None
 
+    def member_history(self, member_id: str) -> list[dict]:
+        """Every stored answer of one member (by id, hashed here), oldest first."""
+        if self.store is None or self.keys is None:
+            return []
+        return self.store.member_history(self.keys.member_hash(member_id))
+
+    def erase_member(self, member_id: str) -> int:
+        """Erasure: every stored result of the member goes; how many there were."""
+        if self.store is None or self.keys is None:
+            return 0
+        return self.store.erase_member(self.keys.member_hash(member_id))
+
     def submit(self, request: AnalyzeRequest) -> Future:
         """A future of the answer dict; it raises AnalysisError for a request that cannot be answered.
 
@@ -147,8 +164,9 @@ class Service:
             if self.store is not None:
                 started = time.monotonic()
                 photos = (request.front_image, request.side_image) if self.config.store.keep_photos else None
+                member = self.keys.member_hash(request.id) if self.keys is not None else None
                 try:
-                    answer = self.store.put(request.uuid, input_hash, answer, photos)
+                    answer = self.store.put(request.uuid, input_hash, answer, photos, member=member)
                 except AnalysisError as exc:
                     error = exc
                 except Exception:  # an unwritable store must not lose the answer itself

@@ -3,6 +3,11 @@
 Only successful answers are stored (decisions.md): a kiosk may retry a uuid after an error. A uuid that
 already has an answer and arrives with other photos (a different input hash) is a conflict. The
 uploaded photos are stored only when `keep_photos` is on; the annotated photos are part of the answer.
+
+Member history: each row carries the member's keyed hash (daemon/members.py), never the e-mail address,
+so a member's visits are one indexed query and erasure is one DELETE. Retention purges history rows
+like any result. Deleted rows are overwritten (`secure_delete`) and the WAL is checkpointed and
+truncated after an erasure, so no copy of the answer or its photos stays in the files.
 """
 
 from __future__ import annotations
@@ -31,6 +36,9 @@ CREATE TABLE IF NOT EXISTS results (
 );
 CREATE INDEX IF NOT EXISTS results_created_at ON results (created_at);
 """
+# Added after the first release: older stores gain the column on open.
+_MEMBER_COLUMN = "ALTER TABLE results ADD COLUMN member TEXT"
+_MEMBER_INDEX = "CREATE INDEX IF NOT EXISTS results_member ON results (member, created_at)"
 
 
 def _conflict(uuid: str) -> AnalysisError:
@@ -56,7 +64,13 @@ class ResultStore:
             # WAL + NORMAL survives a killed process (the crash tests); only a power loss may drop the
             # last commits, and those requests are redelivered because their ack had not gone out.
             self._db.execute("PRAGMA synchronous=NORMAL")
+            # Deleted rows (erasure, retention) are overwritten with zeros, not left in free pages.
+            self._db.execute("PRAGMA secure_delete=ON")
             self._db.executescript(_SCHEMA)
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(results)")}
+            if "member" not in columns:
+                self._db.execute(_MEMBER_COLUMN)
+            self._db.execute(_MEMBER_INDEX)
 
     def close(self) -> None:
         with self._lock:
@@ -97,8 +111,11 @@ class ResultStore:
         input_hash: str,
         answer: dict,
         photos: tuple[bytes, bytes] | None = None,
+        member: str | None = None,
     ) -> dict:
         """Store `answer` unless the uuid already has one; returns the answer that is now stored.
+
+        `member` is the member's keyed hash (MemberKeys.member_hash), never the id itself.
 
         The first answer wins, so two deliveries of the same request that were analysed concurrently
         both return the same stored answer. Other photos under a stored uuid raise a conflict.
@@ -118,9 +135,10 @@ class ResultStore:
                         raise _conflict(uuid)
                     return orjson.loads(row[1])
                 self._db.execute(
-                    "INSERT OR REPLACE INTO results (uuid, input_hash, created_at, answer, front_image, side_image)"
-                    " VALUES (?, ?, ?, ?, ?, ?)",
-                    (uuid, input_hash, now, blob, front, side),
+                    "INSERT OR REPLACE INTO results"
+                    " (uuid, input_hash, created_at, answer, front_image, side_image, member)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (uuid, input_hash, now, blob, front, side, member),
                 )
                 self._db.execute("COMMIT")
             except sqlite3.Error:
@@ -139,11 +157,40 @@ class ResultStore:
             return None
         return bytes(row[0]), bytes(row[1])
 
+    def member_history(self, member: str) -> list[dict]:
+        """Every stored answer of one member (by hash), oldest first, within the retention period."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT answer FROM results WHERE member = ? AND created_at >= ? ORDER BY created_at, uuid",
+                (member, self._cutoff()),
+            ).fetchall()
+        return [orjson.loads(row[0]) for row in rows]
+
+    def member_of(self, uuid: str) -> str | None:
+        """The member hash a stored result belongs to (None: no such result, or stored without one)."""
+        with self._lock:
+            row = self._db.execute("SELECT member FROM results WHERE uuid = ?", (uuid,)).fetchone()
+        return row[0] if row else None
+
+    def erase_member(self, member: str) -> int:
+        """Delete every result of one member (expired ones too); returns how many rows went.
+
+        secure_delete zeroes the freed pages; the checkpoint copies them into the database file and
+        truncates the WAL, which still held the rows as they were written.
+        """
+        with self._lock:
+            removed = self._db.execute("DELETE FROM results WHERE member = ?", (member,)).rowcount
+            if self.path != ":memory:":
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        return removed
+
     def purge(self, now: float | None = None) -> int:
         """Delete answers older than the retention period; returns how many went."""
         with self._lock:
             cursor = self._db.execute("DELETE FROM results WHERE created_at < ?", (self._cutoff(now),))
             removed = cursor.rowcount
+            if removed and self.path != ":memory:":
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
         if removed:
             log.info("purged %d results older than %.1f days", removed, self.retention_s / 86400.0)
         return removed

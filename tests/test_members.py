@@ -1,0 +1,136 @@
+"""Members: the keyed hash (never the e-mail in clear), the key files, history per member, erasure that
+leaves nothing in the SQLite files, and signed report links."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import stat
+
+import pytest
+
+from daemon.members import LINK_KEY_FILE, MEMBER_KEY_FILE, MemberKeys, normalise_member_id
+from daemon.store import ResultStore
+
+EMAIL = "Someone.Else@Example.com"
+
+
+def test_key_files_are_made_once_with_mode_0600(tmp_path):
+    keys = MemberKeys(tmp_path / "data")
+    for name in (MEMBER_KEY_FILE, LINK_KEY_FILE):
+        path = tmp_path / "data" / name
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        assert len(path.read_bytes()) == 32
+    again = MemberKeys(tmp_path / "data")
+    assert again.member_hash(EMAIL) == keys.member_hash(EMAIL)
+    # Another folder, another key: the hash cannot be recomputed without this daemon's key.
+    assert MemberKeys(tmp_path / "other").member_hash(EMAIL) != keys.member_hash(EMAIL)
+
+
+def test_member_hash_normalises_and_hides_the_address(tmp_path):
+    keys = MemberKeys(tmp_path)
+    assert normalise_member_id("  Someone.Else@EXAMPLE.com ") == "someone.else@example.com"
+    assert keys.member_hash(" someone.else@example.COM") == keys.member_hash(EMAIL)
+    assert keys.member_hash("someone@example.com") != keys.member_hash(EMAIL)
+    digest = keys.member_hash(EMAIL)
+    assert len(digest) == 64 and "example" not in digest
+
+
+def test_report_link_token_is_bound_to_uuid_and_expires(tmp_path):
+    keys = MemberKeys(tmp_path)
+    token, expires = keys.sign_report("uuid-1", ttl_s=60, now=1000.0)
+    assert expires == 1060
+    assert keys.verify_report("uuid-1", token, now=1059.0)
+    assert not keys.verify_report("uuid-1", token, now=1061.0)  # expired
+    assert not keys.verify_report("uuid-2", token, now=1001.0)  # another report
+    forged_expiry = f"{expires + 10**6}.{token.split('.', 1)[1]}"
+    assert not keys.verify_report("uuid-1", forged_expiry, now=1001.0)
+    for bad in ("", "abc", "123.", ".abc", "12.34.56", "-5.x"):
+        assert not keys.verify_report("uuid-1", bad, now=1001.0)
+
+
+def _answer(uuid: str, marker: str) -> dict:
+    # Large enough to spill into SQLite overflow pages, as real answers with annotated photos do.
+    return {"uuid": uuid, "state": 0, "forigimg": marker * 4000, "sorigimg": marker * 4000,
+            "measures": {"far_tilt": {"value": 1.0}}, "created_at": "2026-12-01T00:00:00+00:00"}
+
+
+def _files_bytes(db_path) -> bytes:
+    """Every byte SQLite keeps for this store: the database, its WAL and shared-memory files."""
+    data = b""
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        path = f"{db_path}{suffix}"
+        if os.path.exists(path):
+            with open(path, "rb") as handle:
+                data += handle.read()
+    return data
+
+
+def test_history_is_per_member_and_erasure_leaves_nothing_in_the_files(tmp_path):
+    db_path = tmp_path / "results.sqlite3"
+    keys = MemberKeys(tmp_path)
+    store = ResultStore(db_path, retention_days=30, keep_photos=True)
+    member, other = keys.member_hash(EMAIL), keys.member_hash("other@example.com")
+    for index in range(3):
+        store.put(f"visit-{index}", "h", _answer(f"visit-{index}", f"ERASEME{index}"),
+                  photos=(b"FRONTPHOTO-ERASEME" * 500, b"SIDEPHOTO-ERASEME" * 500), member=member)
+    store.put("keep-1", "h", _answer("keep-1", "KEEPME"), photos=(b"FRONTKEEP" * 500, b"SIDEKEEP" * 500),
+              member=other)
+    assert [a["uuid"] for a in store.member_history(member)] == ["visit-0", "visit-1", "visit-2"]
+    assert [a["uuid"] for a in store.member_history(other)] == ["keep-1"]
+    before = _files_bytes(db_path)
+    assert b"ERASEME0" in before and b"FRONTPHOTO-ERASEME" in before  # the scan below can see rows
+    assert EMAIL.lower().encode() not in before and EMAIL.encode() not in before
+
+    assert store.erase_member(member) == 3
+    assert store.member_history(member) == []
+    assert store.get("visit-1") is None and store.photos("visit-1") is None
+    assert store.get("keep-1") is not None
+    store.close()
+
+    after = _files_bytes(db_path)
+    for marker in (b"ERASEME0", b"ERASEME1", b"ERASEME2", b"FRONTPHOTO-ERASEME", b"SIDEPHOTO-ERASEME",
+                   b"visit-0", b"visit-1", b"visit-2", member.encode()):
+        assert marker not in after, f"{marker!r} is still in the SQLite files after erasure"
+    assert b"KEEPME" in after and b"FRONTKEEP" in after
+    with sqlite3.connect(db_path) as db:
+        assert db.execute("SELECT COUNT(*) FROM results WHERE member = ?", (member,)).fetchone()[0] == 0
+        assert db.execute("SELECT COUNT(*) FROM results").fetchone()[0] == 1
+
+
+def test_retention_applies_to_history(tmp_path):
+    keys = MemberKeys(tmp_path)
+    store = ResultStore(tmp_path / "r.sqlite3", retention_days=1)
+    member = keys.member_hash(EMAIL)
+    store.put("old", "h", _answer("old", "OLDVISIT"), member=member)
+    store.put("new", "h", _answer("new", "NEWVISIT"), member=member)
+    store._db.execute("UPDATE results SET created_at = created_at - 2 * 86400 WHERE uuid = 'old'")
+    assert [a["uuid"] for a in store.member_history(member)] == ["new"]
+    assert store.purge() == 1
+    store.close()
+    assert b"OLDVISIT" not in _files_bytes(tmp_path / "r.sqlite3")
+
+
+def test_an_older_store_gains_the_member_column(tmp_path):
+    path = tmp_path / "old.sqlite3"
+    with sqlite3.connect(path) as db:
+        db.executescript(
+            "CREATE TABLE results (uuid TEXT PRIMARY KEY, input_hash TEXT NOT NULL, created_at REAL NOT NULL,"
+            " answer BLOB NOT NULL, front_image BLOB, side_image BLOB);"
+            "INSERT INTO results VALUES ('u0', 'h', 1e12, X'7B7D', NULL, NULL);"
+        )
+    store = ResultStore(path)
+    store.put("u1", "h", {"uuid": "u1"}, member="abc")
+    assert [a["uuid"] for a in store.member_history("abc")] == ["u1"]
+    assert store.get("u0") == {}
+    store.close()
+
+
+@pytest.mark.parametrize("mode", [0o644])
+def test_a_readable_key_file_is_warned_about(tmp_path, caplog, mode):
+    MemberKeys(tmp_path)
+    os.chmod(tmp_path / MEMBER_KEY_FILE, mode)
+    with caplog.at_level("WARNING"):
+        MemberKeys(tmp_path)
+    assert "readable by others" in caplog.text
+    assert str(tmp_path / MEMBER_KEY_FILE) in caplog.text
