@@ -84,8 +84,10 @@ def trend(points: list[tuple[str, float | None]], normal: tuple[float, float], l
         path = " ".join(f"{'M' if i == 0 else 'L'}{px:.1f} {py:.1f}" for i, (px, py) in enumerate(line))
         parts.append(f'<path d="{path}" fill="none" stroke="#37474f" stroke-width="1.5"/>')
     for index, (name, value) in enumerate(points):
+        # The end labels lean inward so that they stay inside the chart.
+        anchor = "middle" if count == 1 else ("start" if index == 0 else "end" if index == count - 1 else "middle")
         parts.append(
-            f'<text x="{x(index):.1f}" y="{height - 5}" font-size="9" text-anchor="middle" fill="#555">'
+            f'<text x="{x(index):.1f}" y="{height - 5}" font-size="9" text-anchor="{anchor}" fill="#555">'
             f"{escape(name)}</text>"
         )
         if value is None:

@@ -110,18 +110,25 @@ def comparison(visits: list[dict], first: str | None = None, second: str | None 
     return {"before": a["uuid"], "after": b["uuid"], "rows": rows}
 
 
-def _short_date(created_at: object) -> str:
-    if not isinstance(created_at, str):
-        return "?"
-    try:
-        return dt.datetime.fromisoformat(created_at).strftime("%m-%d")
-    except ValueError:
-        return created_at[:10]
+def _axis_labels(visits: list[dict]) -> list[str]:
+    """Month-day under each visit, or hour:minute when visits share a day (a coach's repeat shot)."""
+    times = []
+    for visit in visits:
+        try:
+            times.append(dt.datetime.fromisoformat(str(visit.get("created_at"))))
+        except ValueError:
+            times.append(None)
+    days = [t.strftime("%m-%d") if t else "?" for t in times]
+    if len(set(days)) == len(days):
+        return days
+    return [t.strftime("%m-%d %H:%M") if t else "?" for t in times] if len(visits) <= 4 else [
+        str(index + 1) for index in range(len(visits))]
 
 
 def render_history(member_id: str, visits: list[dict], compare: dict | None, lang: str) -> str:
     t = i18n.texts(lang)
-    labels = [_short_date(v["created_at"]) for v in visits]
+    labels = _axis_labels(visits)
+    visits = [{**v, "when": (v["created_at"] or "")[:16].replace("T", " ")} for v in visits]
     trends = []
     for name in MEASURES:
         points = [(label, (v["measures"].get(name) or {}).get("value")) for label, v in zip(labels, visits)]
@@ -145,7 +152,7 @@ def render_history(member_id: str, visits: list[dict], compare: dict | None, lan
         lang=lang,
         t=t,
         member_id=member_id,
-        visits=[{**v, "when": (v["created_at"] or "")[:16].replace("T", " ")} for v in visits],
+        visits=visits,
         trends=trends,
         compare=compare,
         compare_rows=rows,
