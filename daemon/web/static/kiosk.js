@@ -291,6 +291,7 @@ export function startKiosk(options) {
     timer = null;
     if (socket) { socket.onclose = null; socket.close(); socket = null; }
     if (stream) { stream.getTracks().forEach((track) => track.stop()); stream = null; }
+    video.srcObject = null;
   }
 
   function reset() {
