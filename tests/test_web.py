@@ -121,7 +121,8 @@ def test_comparison_flags_only_changes_beyond_noise():
             "far_shoulder_bal": {"value": shoulder, "normal": [-2.0, 2.0]},
             "far_tilt": {"value": tilt, "normal": [-1.5, 1.5]},
         }}
-    result = comparison([visit("a", 4.0, 0.0), visit("b", 4.0 - noise - 0.05, 0.0 + noise / 10)])
+    tilt_noise = MEASUREMENT_NOISE_DEG["far_tilt"]
+    result = comparison([visit("a", 4.0, 0.0), visit("b", 4.0 - noise - 0.05, 0.0 + tilt_noise * 0.9)])
     rows = {r["measure"]: r for r in result["rows"]}
     assert rows["far_shoulder_bal"]["flag"] == "better"
     assert rows["far_tilt"]["flag"] is None
@@ -188,3 +189,31 @@ def test_erasure_removes_every_result_of_the_member_from_the_database(site):
             assert needle.encode() not in raw
     assert re.search(rb"visit-\d", raw) is None
     assert client.delete("/members/%20").status_code == 400
+
+
+def test_report_shows_findings_and_scores_when_the_answer_has_them(site):
+    """The severity work's extras (docs/measures.md "Findings and score"): shown when present, and their
+    absence (measures version 2, as on this branch) leaves the page whole."""
+    from daemon.web.report import render_report
+
+    answer = site["client"].get("/results/other-0").json()
+    plain = render_report(answer, "en", None)
+    assert 'class="findings"' not in plain and "Score" not in plain
+    answer["findings"] = {
+        "front": [{"measure": "far_shoulder_bal", "value": 3.444, "unit": "deg", "severity": "mild",
+                   "direction": "high", "band": [2.0, 4.5], "normal": [-2.0, 2.0], "region": "head_shoulders",
+                   "text": {"en": "Right shoulder lower than the left: mild (3.4°; normal -2 to 2°).",
+                            "ko": "오른쪽 어깨가 왼쪽보다 낮습니다: 경미함 (3.4°, 정상 -2~2°)."}}],
+        "side": [{"measure": "turtle_neck", "value": 36.9, "severity": "severe", "direction": "low",
+                  "text": {"en": "Head held forward of the shoulders: severe.", "ko": "머리가 앞으로: 심함."}}],
+    }
+    answer["score"] = {"front": 89, "side": 39}
+    answer["measures"]["turtle_neck"].update({"value": 36.9, "status": "outside", "severity": "severe"})
+    english = render_report(answer, "en", None)
+    assert "Right shoulder lower than the left: mild" in english and "Head held forward" in english
+    assert ">89</b>" in english and "39/100" in english
+    assert 'class="finding severity-severe"' in english
+    row = english[english.index('data-measure="turtle_neck"'):]
+    assert "severe</td>" in row[:row.index("</tr>") + 5].replace("\n", "")
+    korean = render_report(answer, "ko", None)
+    assert "오른쪽 어깨가 왼쪽보다 낮습니다" in korean and "심함" in korean

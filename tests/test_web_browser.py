@@ -146,31 +146,41 @@ async () => {
   const k = await import('/web/static/kiosk.js');
   const out = {};
   out.url = k.captureUrl({protocol: 'http:', host: 'kiosk.local:8080'},
-                         {uuid: 'u-1', id: 'a@b.c', height: 172, kiosk: null, lang: 'ko'});
-  out.urlTls = k.captureUrl({protocol: 'https:', host: 'h'}, {uuid: 'u', id: 'x'});
+                         {uuid: 'u-1', id: 'a@b.c', height: 172, kiosk: null, lang: 'ko', token: null});
+  out.urlToken = k.captureUrl({protocol: 'https:', host: 'h'}, {uuid: 'u', id: 'x', token: 't k'});
   out.uuidFallback = k.newUuid({getRandomValues: (a) => { a.fill(255); return a; }});
   out.uuid = k.newUuid();
   let s = {phase: 'live', view: 'front', lastFrameAnswered: -1, captured: {}};
+  s = k.reduce(s, {event: 'session', protocol: 1, uuid: 'u-1', views: ['front', 'side'], view: 'front'}, 'ko');
   s = k.reduce(s, {event: 'guide', frame: 3, view: 'front', ready: false,
-                   messages: [{en: 'Step back', ko: '뒤로 물러서 주세요'}, 'Move left'],
-                   box: [10, 20, 100, 400], keypoints: [[[1, 2], [3, 4, 0.9]]], frame_size: [540, 960]}, 'ko');
+                   messages: [{code: 'step_back', text: '뒤로 물러서 주세요'}, {code: 'move_left', text: '왼쪽으로'}],
+                   countdown: null, dropped: 2, image_size: [540, 960],
+                   person: {box: [10, 20, 100, 400], keypoints: [[1, 2, 0.99], [3, 4, 0.2]], score: 0.9}, people: 1}, 'ko');
   out.guide = s;
-  s = k.reduce(s, {event: 'guide', frame: 5, view: 'front', ready: true, messages: [], countdown: 0.4}, 'en');
+  s = k.reduce(s, {event: 'guide', frame: 5, view: 'front', ready: true,
+                   messages: [{code: 'hold_still', text: 'Hold still.'}], countdown: 0.4, person: null}, 'en');
   out.ready = s;
-  s = k.reduce(s, {event: 'captured', view: 'front'}, 'en');
-  out.afterFront = s.phase + ':' + JSON.stringify(s.captured);
-  s = k.reduce(s, {event: 'guide', frame: 9, view: 'side', ready: false, messages: [{text: 'Turn to your side'}]}, 'en');
-  out.sideGuide = s.view + ':' + s.messages[0];
-  s = k.reduce(s, {event: 'captured', view: 'side'}, 'en');
+  s = k.reduce(s, {event: 'captured', view: 'front', frame: 5, source: 'auto', next: 'side'}, 'en');
+  out.afterFront = s.phase + ':' + s.view + ':' + JSON.stringify(s.captured);
+  s = k.reduce(s, {event: 'error', fatal: false, frame: 6,
+                   error: {data: {state: -1, errors: 'image load error', detail: 'frame 6: not a JPEG'}}}, 'en');
+  out.notice = s.phase + ':' + s.notice;
+  s = k.reduce(s, {event: 'guide', frame: 9, view: 'side', ready: false, messages: [{code: 'turn_side', text: 'Turn to your side.'}]}, 'en');
+  out.sideGuide = s.view + ':' + s.messages[0] + ':' + s.notice;
+  s = k.reduce(s, {event: 'captured', view: 'side', frame: 12, source: 'command', next: null}, 'en');
   out.afterSide = s.phase;
+  s = k.reduce(s, {event: 'analysing', uuid: 'u-1'}, 'en');
+  out.analysing = s.phase;
   out.result = k.reduce(s, {event: 'result', answer: {uuid: 'u-1', state: 0, data: {state: 0}}}, 'en').phase;
-  out.error = k.reduce(s, {event: 'result', answer: {data: {state: -1, message: 'processing error',
-                                                            detail: 'no person found in the side image'}}}, 'en');
-  out.closeError = k.reduce(s, {event: 'error', data: {state: -1, errors: 'server busy', detail: 'too many sessions'}}, 'en').error;
+  out.fatal = k.reduce(s, {event: 'error', fatal: true,
+                           error: {uuid: 'u-1', data: {state: -1, message: 'processing error',
+                                                       detail: 'no person found in the side image'}}}, 'en');
+  out.busy = k.reduce({phase: 'live'}, {event: 'error', fatal: true,
+                      error: {data: {state: -1, errors: 'server busy', detail: 'too many capture sessions'}}}, 'en').error;
   out.maySend = [k.maySend(0, -1), k.maySend(1, -1), k.maySend(2, -1), k.maySend(3, 0), k.maySend(3, 1), k.maySend(1, -1, 8e6)];
-  out.size = [k.frameSize(1080, 1920), k.frameSize(640, 480)];
+  out.size = [k.frameSize(1080, 1920), k.frameSize(4000, 3000), k.frameSize(640, 480)];
   out.edges = [k.edgesFor(33).length, k.edgesFor(17).length, k.edgesFor(3).length];
-  out.keypointsObj = k.normaliseKeypoints([{x: 1, y: 2, visibility: 0.5}]);
+  out.messageForms = [k.messageText('plain', 'ko'), k.messageText({en: 'E', ko: 'K'}, 'ko'), k.messageText({code: 'x', text: 'T'}, 'ko')];
   out.outline = k.outlinePoints('front', 1080, 1920).every(([x, y]) => x > 0 && x < 1080 && y >= 190 && y <= 1730);
   out.sideOutline = k.outlinePoints('side', 1080, 1920).length;
   return out;
@@ -182,33 +192,36 @@ def test_kiosk_logic_follows_the_capture_protocol(coach):
     coach.goto("/healthz")
     out = coach.evaluate(KIOSK_LOGIC)
     assert out["url"] == "ws://kiosk.local:8080/capture?uuid=u-1&id=a%40b.c&height=172&lang=ko"
-    assert out["urlTls"].startswith("wss://h/capture?")
+    assert out["urlToken"] == "wss://h/capture?uuid=u&id=x&token=t+k"
     assert re.fullmatch(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}", out["uuidFallback"])
     assert re.fullmatch(r"[0-9a-f-]{36}", out["uuid"])
     guide = out["guide"]
-    assert guide["messages"] == ["뒤로 물러서 주세요", "Move left"]
+    assert guide["messages"] == ["뒤로 물러서 주세요", "왼쪽으로"]
     assert guide["box"] == {"x": 10, "y": 20, "w": 100, "h": 400}
-    assert guide["keypoints"] == [[1, 2, 1], [3, 4, 0.9]] and guide["frameSize"] == [540, 960]
-    assert guide["lastFrameAnswered"] == 3 and guide["ready"] is False
-    assert out["ready"]["ready"] is True and out["ready"]["countdown"] == 0.4
-    assert out["ready"]["lastFrameAnswered"] == 5
-    assert out["afterFront"] == 'live:{"front":true}'
-    assert out["sideGuide"] == "side:Turn to your side"
-    assert out["afterSide"] == "analysing"
+    assert guide["keypoints"] == [[1, 2, 0.99], [3, 4, 0.2]] and guide["frameSize"] == [540, 960]
+    assert guide["lastFrameAnswered"] == 3 and guide["ready"] is False and guide["dropped"] == 2
+    ready = out["ready"]
+    assert ready["ready"] is True and ready["countdown"] == 0.4 and ready["keypoints"] == []
+    assert ready["lastFrameAnswered"] == 5 and ready["messages"] == ["Hold still."]
+    assert out["afterFront"] == 'live:side:{"front":true}'
+    assert out["notice"] == "live:frame 6: not a JPEG"
+    assert out["sideGuide"] == "side:Turn to your side.:null"
+    assert out["afterSide"] == "analysing" and out["analysing"] == "analysing"
     assert out["result"] == "result"
-    assert out["error"]["phase"] == "error" and out["error"]["error"] == "no person found in the side image"
-    assert out["closeError"] == "too many sessions"
+    assert out["fatal"]["phase"] == "error" and out["fatal"]["error"] == "no person found in the side image"
+    assert out["busy"] == "too many capture sessions"
     assert out["maySend"] == [True, True, False, False, True, False]
-    assert out["size"] == [[720, 1280], [640, 480]]
+    assert out["size"] == [[1080, 1920], [1920, 1440], [640, 480]]
     assert out["edges"][0] > out["edges"][1] > 0 and out["edges"][2] == 0
-    assert out["keypointsObj"] == [[1, 2, 0.5]]
+    assert out["messageForms"] == ["plain", "K", "T"]
     assert out["outline"] is True and out["sideOutline"] > 10
 
 
 class ScriptedCapture:
-    """Plays the daemon's side of /capture (docs/capture.md) inside the browser's WebSocket layer: guide
-    events for the frames it gets, front then side captured, then the stored answer of a real analysis.
-    A fake that checks the page's half of the protocol; the real WebSocket is the end-to-end test below."""
+    """Plays the daemon's side of /capture (docs/capture.md, protocol 1) inside the browser's WebSocket
+    layer: session, guide events for the frames it gets, front then side captured, analysing, then the
+    stored answer of a real analysis. A fake that checks the page's half of the protocol; the real
+    WebSocket is the end-to-end test below."""
 
     def __init__(self, answer: dict, keypoints: list[list[float]], frames_per_view: int = 6):
         self.answer, self.keypoints, self.per_view = answer, keypoints, frames_per_view
@@ -217,41 +230,59 @@ class ScriptedCapture:
         self.commands: list[str] = []
 
     def __call__(self, ws) -> None:
+        import json
+
         self.url = ws.url
         ws.on_message(lambda message: self.on_message(ws, message))
+        ws.send(json.dumps({"event": "session", "protocol": 1, "uuid": "scripted", "views": ["front", "side"],
+                            "view": "front", "lang": "ko", "still": False, "hold_s": 1.0, "max_sessions": 2}))
 
     def on_message(self, ws, message) -> None:
+        import json
+
         if isinstance(message, str):
             self.commands.append(message)
             return
-        import json
-
         index = len(self.frames)
         self.frames.append(message)
         view = "front" if index < self.per_view else "side"
         ready = index % self.per_view >= self.per_view - 3
+        messages = ([{"code": "hold_still", "text": "움직이지 마세요."}] if ready
+                    else [{"code": "step_back", "text": "뒤로 물러서 주세요."}])
         ws.send(json.dumps({
-            "event": "guide", "frame": index, "view": view, "ready": ready,
-            "messages": [] if ready else [{"en": "Step back", "ko": "뒤로 물러서 주세요"}],
-            "countdown": 1.0 if ready else None, "keypoints": self.keypoints, "box": [100, 80, 300, 800],
-            "frame_size": [540, 960],
+            "event": "guide", "frame": index, "view": view, "ready": ready, "messages": messages,
+            "countdown": 1.0 if ready else None, "dropped": 0, "latency_ms": 30.0, "image_size": [540, 960],
+            "person": {"box": [100, 80, 300, 800], "keypoints": self.keypoints, "score": 0.97}, "people": 1,
         }))
         if index == self.per_view - 1:
-            ws.send(json.dumps({"event": "captured", "view": "front"}))
+            ws.send(json.dumps({"event": "captured", "view": "front", "frame": index, "source": "auto",
+                                "next": "side"}))
         if index == 2 * self.per_view - 1:
-            ws.send(json.dumps({"event": "captured", "view": "side"}))
+            ws.send(json.dumps({"event": "captured", "view": "side", "frame": index, "source": "auto",
+                                "next": None}))
+            ws.send(json.dumps({"event": "analysing", "uuid": self.answer["uuid"]}))
             ws.send(json.dumps({"event": "result", "answer": self.answer}))
 
 
+# BlazePose's 33 landmarks from the answer's 22-point layout (README "Keypoint layouts"): the face, hand
+# and foot points the layout lacks take their nearest layout point.
+BLAZEPOSE_FROM_LAYOUT22 = (19, 18, 18, 18, 21, 21, 21, 17, 20, 19, 19, 5, 2, 6, 3, 7, 4, 7, 4, 7, 4, 7, 4,
+                           11, 8, 12, 9, 13, 10, 13, 10, 13, 10)
+
+
 def frame_keypoints(answer: dict) -> list[list[float]]:
-    """The answer's 17 front points moved into the fake camera's letterboxed 540x960 frame."""
+    """The answer's front keypoints as the 33 BlazePose points of a guide event, moved into the fake
+    camera's letterboxed 540x960 frame."""
+    import json
+
     from PIL import Image
 
     with Image.open(testdata_path("photos", "front", "fitlens_p1_front.jpg")) as photo:
         width, height = photo.size
     scale = min(540 / width, 960 / height)
     left, top = (540 - width * scale) / 2, (960 - height * scale) / 2
-    return [[left + x * scale, top + y * scale] for x, y in answer["pose2df2"][0]]
+    layout = json.loads(answer["far_coords"])
+    return [[left + layout[i][0] * scale, top + layout[i][1] * scale, 0.99] for i in BLAZEPOSE_FROM_LAYOUT22]
 
 
 @pytest.mark.parametrize("viewport", [{"width": 1080, "height": 1920}, {"width": 1280, "height": 800}])
@@ -280,7 +311,7 @@ def test_kiosk_streams_the_camera_draws_guidance_and_shows_the_report(browser, s
     guide = page.locator("#guide-main").bounding_box()
     assert guide["y"] + guide["height"] <= stage["y"] + 1  # the guidance sits above the camera
     assert float(page.evaluate("parseFloat(getComputedStyle(document.getElementById('guide-main')).fontSize)")) >= 24
-    assert page.inner_text("#guide-main") in ("뒤로 물러서 주세요", "움직이지 마세요")
+    assert page.inner_text("#guide-main") in ("뒤로 물러서 주세요.", "움직이지 마세요.")
     # The overlay has the outline and the skeleton drawn on it.
     drawn = page.evaluate("""() => { const c = document.getElementById('overlay');
         const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data; let n = 0;

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 from html import escape
 
-STATUS_COLOURS = {"normal": "#1b8a3a", "outside": "#c62828", "not_measurable": "#8a8a8a"}
+STATUS_COLOURS = {"normal": "#1b8a3a", "outside": "#c62828", "not_measurable": "#8a8a8a",
+                  # the severity of a finding, when the answer carries one (measures version 3)
+                  "mild": "#d48806", "moderate": "#e65100", "severe": "#b71c1c"}
 BAND_COLOUR = "#cfe9d6"
 TRACK_COLOUR = "#eeeeee"
 

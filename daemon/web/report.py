@@ -44,9 +44,11 @@ def view_findings(answer: dict, view: str, prefix: str, lang: str) -> list[dict]
         if not isinstance(item, dict):
             continue
         name = str(item.get("measure", ""))
+        severity = str(item.get("severity", ""))
         findings.append({
             "measure": i18n.measure_name(name, lang) if name else "",
-            "severity": str(item.get("severity", "")),
+            "severity": severity,
+            "severity_text": i18n.texts(lang).get(severity, severity),
             "value": item.get("value"),
             "sentence": _text(item.get("sentence", item.get("text", item.get("message"))), lang),
         })
@@ -76,6 +78,9 @@ def measure_rows(answer: dict, fields: tuple[str, ...], lang: str) -> list[dict]
         value = measure.get("value")
         normal = measure.get("normal") or [0.0, 0.0]
         status = str(measure.get("status", "not_measurable"))
+        # With severities (measures version 3) an outside value says how far: mild, moderate, severe.
+        severity = measure.get("severity")
+        shown = severity if status == "outside" and severity in ("mild", "moderate", "severe") else status
         rows.append({
             "name": name,
             "label": i18n.measure_name(name, lang),
@@ -83,9 +88,9 @@ def measure_rows(answer: dict, fields: tuple[str, ...], lang: str) -> list[dict]
             "unit": "°" if measure.get("unit") == "deg" else str(measure.get("unit", "")),
             "normal": normal,
             "status": status,
-            "status_text": i18n.texts(lang).get(status, status),
-            "colour": charts.STATUS_COLOURS.get(status, charts.STATUS_COLOURS["not_measurable"]),
-            "bar": charts.range_bar(value, (normal[0], normal[1]), status),
+            "status_text": i18n.texts(lang).get(shown, shown),
+            "colour": charts.STATUS_COLOURS.get(shown, charts.STATUS_COLOURS["not_measurable"]),
+            "bar": charts.range_bar(value, (normal[0], normal[1]), shown),
             "meaning": i18n.meaning(name, measure, lang),
         })
     return rows

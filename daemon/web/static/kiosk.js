@@ -1,6 +1,6 @@
 // The kiosk screen: camera -> JPEG frames -> WebSocket /capture -> overlay, guidance, countdown -> report.
 // Plain ES module, no build step, no dependencies. The pure functions are exported so that the tests can
-// drive them in Chromium against the capture protocol (docs/capture.md) without a camera.
+// drive them in Chromium against the capture protocol (docs/capture.md, protocol 1) without a camera.
 
 // BlazePose's 33-landmark skeleton and the seed's 17-point layout (README "Keypoint layouts").
 export const BLAZEPOSE_EDGES = [
@@ -14,14 +14,16 @@ export const LAYOUT17_EDGES = [
 // Frames sent but not yet answered by a guide event: more would only queue up (the daemon keeps the
 // newest anyway), fewer would leave the live path idle while a frame travels.
 export const MAX_FRAMES_IN_FLIGHT = 2;
-export const MAX_FRAME_SIDE = 1280;
+// The captured frame becomes the analysed photo: a portrait kiosk camera's full 1080x1920 goes as it is.
+export const MAX_FRAME_SIDE = 1920;
 export const JPEG_QUALITY = 0.85;
 
 /** The WebSocket URL of a capture session for this page's origin. */
 export function captureUrl(location, params) {
   const scheme = location.protocol === "https:" ? "wss:" : "ws:";
   const query = new URLSearchParams();
-  for (const key of ["uuid", "id", "height", "kiosk", "lang"]) {
+  // token: browsers cannot set headers on a WebSocket, so the daemon takes its bearer token here.
+  for (const key of ["uuid", "id", "height", "kiosk", "lang", "token"]) {
     const value = params[key];
     if (value !== undefined && value !== null && String(value) !== "") query.set(key, String(value));
   }
@@ -80,47 +82,60 @@ export function normaliseBox(raw) {
   return null;
 }
 
+function errorText(error) {
+  const data = (error && (error.data || error)) || {};
+  return data.detail || data.errors || data.message || "error";
+}
+
 /**
- * The screen state after one server message (a pure reducer: state in, state out).
+ * The screen state after one server message (a pure reducer: state in, state out), per docs/capture.md.
  * state: {phase: "live"|"analysing"|"result"|"error", view, ready, messages, countdown, keypoints, box,
- *         frameSize, lastFrameAnswered, captured: {front, side}, answer, error, dropped}
+ *         frameSize, lastFrameAnswered, captured: {front, side}, answer, error, notice, dropped}
  */
 export function reduce(state, message, lang) {
   const next = { ...state };
   const event = message && message.event;
-  if (event === "guide") {
-    next.phase = state.phase === "result" ? state.phase : "live";
+  if (event === "session") {
+    next.view = message.view || state.view;
+  } else if (event === "guide") {
+    next.phase = "live";
     next.view = message.view || state.view;
     next.ready = Boolean(message.ready);
     next.messages = (message.messages || []).map((m) => messageText(m, lang)).filter(Boolean);
-    next.countdown = typeof message.countdown === "number" ? message.countdown
-      : (message.countdown_s ?? message.hold_remaining_s ?? null);
-    next.keypoints = normaliseKeypoints(message.keypoints ?? message.keypoints_px ?? message.landmarks);
-    next.box = normaliseBox(message.box);
-    if (Array.isArray(message.frame_size)) next.frameSize = message.frame_size;
-    else if (message.width && message.height) next.frameSize = [message.width, message.height];
+    next.countdown = typeof message.countdown === "number" ? message.countdown : null;
+    const person = message.person || null;
+    next.keypoints = normaliseKeypoints(person ? person.keypoints : message.keypoints);
+    next.box = normaliseBox(person ? person.box : message.box);
+    if (Array.isArray(message.image_size)) next.frameSize = message.image_size;
     if (typeof message.frame === "number") next.lastFrameAnswered = Math.max(state.lastFrameAnswered ?? -1, message.frame);
     if (typeof message.dropped === "number") next.dropped = message.dropped;
+    next.notice = null;
   } else if (event === "captured") {
     next.captured = { ...(state.captured || {}), [message.view]: true };
-    // Front first, then side: once the side is taken, the full analysis runs.
-    if (message.view === "side") next.phase = "analysing";
+    // `next` names the next view; null after the last one (the analysis starts).
+    if (message.next === null || (message.next === undefined && message.view === "side")) next.phase = "analysing";
+    else if (message.next) next.view = message.next;
     next.keypoints = [];
     next.countdown = null;
+    next.ready = false;
+  } else if (event === "analysing") {
+    next.phase = "analysing";
   } else if (event === "result") {
     const answer = message.answer || {};
-    const data = answer.data || {};
-    if (answer.state === 0 || (answer.uuid && data.state === 0)) {
+    if (answer.state === 0) {
       next.phase = "result";
       next.answer = answer;
     } else {
       next.phase = "error";
-      next.error = data.detail || data.errors || data.message || "error";
+      next.error = errorText(answer);
     }
-  } else if (event === "error" || (message && message.data && message.data.state === -1)) {
-    const data = message.data || message;
-    next.phase = "error";
-    next.error = data.detail || data.errors || data.message || message.detail || "error";
+  } else if (event === "error") {
+    if (message.fatal) {
+      next.phase = "error";
+      next.error = errorText(message.error);
+    } else {
+      next.notice = errorText(message.error);  // a bad frame or command: the session goes on
+    }
   }
   return next;
 }
@@ -249,7 +264,7 @@ export function startKiosk(options) {
     if (state.phase === "live") {
       const prompt = state.view === "side" ? t("side_prompt") : t("front_prompt");
       const main = state.messages.length ? state.messages[0] : (state.ready ? t("hold") : prompt);
-      setGuide(main, state.messages.slice(1).join(" · ") || (state.messages.length ? prompt : ""));
+      setGuide(main, state.notice || state.messages.slice(1).join(" · ") || (state.messages.length ? prompt : ""));
       const countdown = state.countdown;
       el("countdown").textContent = countdown !== null && countdown !== undefined && state.ready
         ? String(Math.max(1, Math.ceil(countdown))) : "";
@@ -341,7 +356,7 @@ export function startKiosk(options) {
               box: null, frameSize: null, lastFrameAnswered: -1, captured: {}, answer: null, error: null };
     const url = captureUrl(location, {
       uuid: params.get("uuid") || newUuid(), id: memberId, height: el("member-height").value.trim(),
-      kiosk: params.get("kiosk"), lang,
+      kiosk: params.get("kiosk"), lang, token: sessionStorage.getItem("skeleton-token"),
     });
     socket = new WebSocket(url);
     socket.binaryType = "arraybuffer";
