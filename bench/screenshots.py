@@ -135,8 +135,8 @@ def _kiosk_shots(page, out: Path, name: str, seconds: float) -> None:
     live_taken = False
     while time.monotonic() < deadline:
         phase = page.evaluate("document.body.dataset.phase")
-        guided = page.evaluate("window.kiosk && window.kiosk.state() && window.kiosk.state().lastFrameAnswered")
-        if not live_taken and phase == "live" and isinstance(guided, int) and guided >= 2:
+        tracked = page.evaluate("window.kiosk && window.kiosk.state() && (window.kiosk.state().keypoints || []).length")
+        if not live_taken and phase == "live" and tracked:
             page.screenshot(path=str(out / f"{name}-live.png"))
             live_taken = True
         if phase in ("result", "error"):

@@ -116,6 +116,7 @@ export function reduce(state, message, lang) {
     if (message.next === null || (message.next === undefined && message.view === "side")) next.phase = "analysing";
     else if (message.next) next.view = message.next;
     next.keypoints = [];
+    next.messages = [];
     next.countdown = null;
     next.ready = false;
   } else if (event === "analysing") {
@@ -168,7 +169,7 @@ const SIDE_OUTLINE = [
 export function outlinePoints(view, width, height) {
   const shape = view === "side" ? SIDE_OUTLINE : FRONT_OUTLINE;
   const h = height * 0.8;
-  const w = h * 0.42;
+  const w = h * 0.5;
   const left = (width - w) / 2;
   const top = height * 0.1;
   return shape.map(([x, y]) => [left + x * w, top + y * h]);
@@ -261,6 +262,10 @@ export function startKiosk(options) {
   function render() {
     document.body.dataset.phase = state ? state.phase : "idle";
     if (!state) return;
+    el("view-front").classList.toggle("done", Boolean(state.captured && state.captured.front));
+    el("view-side").classList.toggle("done", Boolean(state.captured && state.captured.side));
+    el("view-front").classList.toggle("now", state.view !== "side");
+    el("view-side").classList.toggle("now", state.view === "side");
     if (state.phase === "live") {
       const prompt = state.view === "side" ? t("side_prompt") : t("front_prompt");
       const main = state.messages.length ? state.messages[0] : (state.ready ? t("hold") : prompt);
@@ -268,10 +273,6 @@ export function startKiosk(options) {
       const countdown = state.countdown;
       el("countdown").textContent = countdown !== null && countdown !== undefined && state.ready
         ? String(Math.max(1, Math.ceil(countdown))) : "";
-      el("view-front").classList.toggle("done", Boolean(state.captured && state.captured.front));
-      el("view-side").classList.toggle("done", Boolean(state.captured && state.captured.side));
-      el("view-front").classList.toggle("now", state.view !== "side");
-      el("view-side").classList.toggle("now", state.view === "side");
     } else if (state.phase === "analysing") {
       setGuide(t("analysing"), "");
       el("countdown").textContent = "";
@@ -297,6 +298,8 @@ export function startKiosk(options) {
     el("qr-caption").textContent = link ? t("scan") : "";
     document.body.dataset.phase = "result";
     document.body.dataset.reportUuid = uuid;
+    el("view-front").classList.add("done");
+    el("view-side").classList.add("done");
     const resetAfter = Number(params.get("reset") || 180);
     if (resetAfter > 0) resetTimer = setTimeout(reset, resetAfter * 1000);
   }
@@ -313,6 +316,8 @@ export function startKiosk(options) {
     clearTimeout(resetTimer);
     stopCamera();
     state = null;
+    for (const id of ["view-front", "view-side"]) el(id).classList.remove("done", "now");
+    el("view-front").classList.add("now");
     el("report-frame").removeAttribute("src");
     el("qr").innerHTML = "";
     document.body.dataset.phase = "idle";
