@@ -103,10 +103,11 @@ def main() -> int:
                 for lang in ("en", "ko"):
                     page.goto(f"{base}/report/{uuids[-1]}?lang={lang}")
                     page.screenshot(path=str(out / f"report-{lang}.png"), full_page=True)
+                page.pdf(path=str(out / "report-ko.pdf"), format="A4", print_background=True)
                 page.emulate_media(media="print")
                 page.screenshot(path=str(out / "report-print-media.png"), full_page=True)
-                page.emulate_media(media="screen")
-                page.pdf(path=str(out / "report-en.pdf"), format="A4", print_background=True)
+                # "null" ends the emulation ("screen" would make page.pdf print the screen layout).
+                page.emulate_media(media="null")
                 page.goto(f"{base}/members/{MEMBER}/history?lang=en")
                 page.screenshot(path=str(out / "history-en.png"), full_page=True)
                 page.goto(f"{base}/members/{MEMBER}/history?lang=ko")
