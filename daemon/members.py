@@ -20,7 +20,10 @@ import os
 import secrets
 import time
 import unicodedata
+from collections.abc import Callable
 from pathlib import Path
+
+from daemon.errors import AnalysisError
 
 log = logging.getLogger(__name__)
 
@@ -93,3 +96,22 @@ class MemberKeys:
         if expires < (time.time() if now is None else now):
             return False
         return hmac.compare_digest(mac, self._link_mac(uuid, expires))
+
+
+ERASE_COMMAND = "erase"
+
+
+def erase_answer(payload: dict, erase: Callable[[str], int]) -> dict:
+    """The MQTT erase command for kiosks: `{"command": "erase", "uuid": "<reply uuid>", "id": "<member>"}`
+    published on the kiosk's own request topic; `erase(id)` removes every stored result of the member
+    (Service.erase_member) and the answer goes to the kiosk's own result topic for that uuid:
+    `{"uuid", "state": 0, "command": "erase", "erased": N}`, or the seed's error shape."""
+    uuid = payload.get("uuid")
+    member_id = payload.get("id")
+    if not isinstance(member_id, str) or not member_id.strip() or len(member_id) > 320:
+        return AnalysisError(
+            "validation", "erase needs the member id: a non-empty string of at most 320 characters",
+            text="invalid field: id",
+        ).to_answer(uuid if isinstance(uuid, str) else None)
+    erased = erase(member_id)
+    return {"uuid": uuid, "state": 0, "command": ERASE_COMMAND, "data": {"state": 0}, "erased": erased}

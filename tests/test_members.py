@@ -134,3 +134,22 @@ def test_a_readable_key_file_is_warned_about(tmp_path, caplog, mode):
         MemberKeys(tmp_path)
     assert "readable by others" in caplog.text
     assert str(tmp_path / MEMBER_KEY_FILE) in caplog.text
+
+
+def test_the_erase_command_answers_with_the_count_or_a_seed_shaped_error():
+    from daemon.members import erase_answer
+
+    erased: list[str] = []
+
+    def erase(member_id: str) -> int:
+        erased.append(member_id)
+        return 3
+
+    answer = erase_answer({"command": "erase", "uuid": "e-1", "id": EMAIL}, erase)
+    assert answer == {"uuid": "e-1", "state": 0, "command": "erase", "data": {"state": 0}, "erased": 3}
+    assert erased == [EMAIL]
+    for bad in (None, "", "   ", 5, "x" * 321):
+        refused = erase_answer({"command": "erase", "uuid": "e-2", "id": bad}, erase)
+        assert refused["data"]["state"] == -1 and refused["data"]["errors"] == "invalid field: id"
+        assert refused["uuid"] == "e-2"
+    assert erased == [EMAIL]
