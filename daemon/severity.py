@@ -124,7 +124,7 @@ DESCRIPTIONS: dict[str, dict[str, tuple[str, str]]] = {
     },
 }
 SEVERITY_WORDS = {
-    "mild": ("mild", "경미"),
+    "mild": ("mild", "경미함"),
     "moderate": ("moderate", "중등도"),
     "severe": ("severe", "심함"),
 }
