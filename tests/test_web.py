@@ -193,11 +193,18 @@ def test_erasure_removes_every_result_of_the_member_from_the_database(site):
 
 def test_report_shows_findings_and_scores_when_the_answer_has_them(site):
     """The severity work's extras (docs/measures.md "Findings and score"): shown when present, and their
-    absence (measures version 2, as on this branch) leaves the page whole."""
+    absence (a result stored with measures version 2) leaves the page whole."""
     from daemon.web.report import render_report
 
     answer = site["client"].get("/results/other-0").json()
-    plain = render_report(answer, "en", None)
+    real = render_report(answer, "en", None)
+    for view in ("front", "side"):
+        assert f"{answer['score'][view]}/100" in real
+        for finding in answer["findings"][view]:
+            assert finding["text"]["en"] in real.replace("&#39;", "'")
+    older = {k: v for k, v in answer.items() if k not in ("findings", "score", "unmeasured")}
+    older["measures"] = {name: {k: v for k, v in m.items() if k != "severity"} for name, m in answer["measures"].items()}
+    plain = render_report(older, "en", None)
     assert 'class="findings"' not in plain and "Score" not in plain
     answer["findings"] = {
         "front": [{"measure": "far_shoulder_bal", "value": 3.444, "unit": "deg", "severity": "mild",
