@@ -106,9 +106,10 @@ def test_history_json_has_every_visit_and_a_comparison_flagged_by_noise(site):
 
 def test_history_html_has_trends_and_the_comparison(site):
     html = site["client"].get(f"/members/{quote(MEMBER)}/history", params={"lang": "en"}).text
-    # One trend per measure taken at least once (all eleven on these photos).
-    assert html.count('class="trend-card"') == len(FRONT_MEASURE_FIELDS + SIDE_MEASURE_FIELDS)
-    assert html.count('class="visit-point"') >= 3 * 10  # three visits on (nearly) every trend
+    # One trend per measure taken at least once (all eleven on these photos), and the two view scores.
+    assert html.count('class="trend-card"') == len(FRONT_MEASURE_FIELDS + SIDE_MEASURE_FIELDS) + 2
+    assert 'data-measure="score_front"' in html and 'data-measure="score_side"' in html
+    assert html.count('class="visit-point"') >= 3 * 12  # three visits on (nearly) every trend
     assert html.count('class="compare-row"') == len(FRONT_MEASURE_FIELDS + SIDE_MEASURE_FIELDS)
     assert "measurement noise" in html
     assert 'data-uuid="visit-0"' in html and 'data-uuid="visit-2"' in html

@@ -112,7 +112,7 @@ def test_history_has_trends_and_a_comparison(coach):
     coach.goto(f"/members/{quote(MEMBER)}/history?lang=en")
     assert coach.locator("tr.visit").count() == 3
     cards = coach.locator(".trend-card")
-    assert cards.count() == len(MEASURES)
+    assert cards.count() == len(MEASURES) + 2  # and the front and side scores
     for index in range(cards.count()):
         assert cards.nth(index).locator("circle.visit-point").count() in (2, 3)
     assert coach.locator(".trend-card circle.visit-point").count() >= 3 * (len(MEASURES) - 1)

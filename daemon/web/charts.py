@@ -56,12 +56,13 @@ def range_bar(value: float | None, normal: tuple[float, float], status: str, uni
 
 
 def trend(points: list[tuple[str, float | None]], normal: tuple[float, float], label: str = "",
-          width: int = 260, height: int = 90) -> str:
+          width: int = 260, height: int = 90, fixed_span: tuple[float, float] | None = None) -> str:
     """One measure over visits: the normal band, a line through the measured visits, a dot per visit
-    (red outside the range). `points` are (visit label, value or None), oldest first."""
+    (red outside the range). `points` are (visit label, value or None), oldest first; `fixed_span`
+    sets the axis (a 0-100 score) instead of fitting it to the range and the values."""
     low, high = float(normal[0]), float(normal[1])
     values = [v for _, v in points if v is not None]
-    start, end = _scale_span((low, high), values)
+    start, end = fixed_span if fixed_span is not None else _scale_span((low, high), values)
     left, right, top, bottom = 28, 8, 8, 18
     plot_w, plot_h = width - left - right, height - top - bottom
     count = max(len(points), 1)

@@ -132,6 +132,13 @@ def render_history(member_id: str, visits: list[dict], compare: dict | None, lan
     labels = _axis_labels(visits)
     visits = [{**v, "when": (v["created_at"] or "")[:16].replace("T", " ")} for v in visits]
     trends = []
+    # The 0-100 posture score per view (measures version 3), when the visits have one; band = grade A.
+    for view in ("front", "side"):
+        points = [(label, v["score"].get(view)) for label, v in zip(labels, visits)]
+        if any(value is not None for _, value in points):
+            label = f"{t['score']} · {t[view]}"
+            trends.append({"name": f"score_{view}", "label": label,
+                           "svg": charts.trend(points, (90.0, 100.0), label, fixed_span=(0.0, 100.0))})
     for name in MEASURES:
         points = [(label, (v["measures"].get(name) or {}).get("value")) for label, v in zip(labels, visits)]
         normals = [(v["measures"].get(name) or {}).get("normal") for v in visits]
