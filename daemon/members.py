@@ -67,10 +67,14 @@ def normalise_member_id(member_id: str) -> str:
 class MemberKeys:
     """The member hash and report-link signing, keyed from one folder."""
 
-    def __init__(self, folder: Path):
-        self.folder = Path(folder)
-        self._member_key = load_or_create_key(self.folder / MEMBER_KEY_FILE)
-        self._link_key = load_or_create_key(self.folder / LINK_KEY_FILE)
+    def __init__(self, folder: Path | None):
+        """`folder=None`: keys for this process only (an in-memory store, whose history dies with it)."""
+        self.folder = None if folder is None else Path(folder)
+        if self.folder is None:
+            self._member_key, self._link_key = secrets.token_bytes(KEY_BYTES), secrets.token_bytes(KEY_BYTES)
+        else:
+            self._member_key = load_or_create_key(self.folder / MEMBER_KEY_FILE)
+            self._link_key = load_or_create_key(self.folder / LINK_KEY_FILE)
 
     def member_hash(self, member_id: str) -> str:
         """Hex HMAC-SHA256 of the normalised id: what the store keeps instead of the address."""

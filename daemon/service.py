@@ -58,7 +58,9 @@ class Service:
             self.store = ResultStore(
                 config.store.path, config.store.retention_days, keep_photos=config.store.keep_photos
             )
-            key_dir = config.store.key_dir or Path(config.store.path).expanduser().resolve().parent
+            key_dir = config.store.key_dir
+            if key_dir is None and str(config.store.path) != ":memory:":
+                key_dir = Path(config.store.path).expanduser().resolve().parent
             self.keys = MemberKeys(key_dir)
         self._lock = threading.Lock()
         # uuid -> (input hash, future) of requests queued or being analysed: a redelivery while the first
@@ -125,7 +127,9 @@ class Service:
         """Erasure: every stored result of the member goes; how many there were."""
         if self.store is None or self.keys is None:
             return 0
-        return self.store.erase_member(self.keys.member_hash(member_id))
+        erased = self.store.erase_member(self.keys.member_hash(member_id))
+        log.info("erased %d stored results of one member", erased)  # never the id: it is an e-mail
+        return erased
 
     def submit(self, request: AnalyzeRequest) -> Future:
         """A future of the answer dict; it raises AnalysisError for a request that cannot be answered.

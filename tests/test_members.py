@@ -153,3 +153,18 @@ def test_the_erase_command_answers_with_the_count_or_a_seed_shaped_error():
         assert refused["data"]["state"] == -1 and refused["data"]["errors"] == "invalid field: id"
         assert refused["uuid"] == "e-2"
     assert erased == [EMAIL]
+
+
+def test_an_in_memory_store_gets_keys_for_the_process_only(tmp_path, monkeypatch, caplog):
+    from daemon.config import load_config
+    from daemon.service import Service
+
+    monkeypatch.chdir(tmp_path)
+    service = Service(load_config(overrides={"store": {"path": ":memory:"}}), analyzer_factory=lambda cfg: None)
+    assert service.keys is not None and service.keys.folder is None
+    assert list(tmp_path.iterdir()) == []  # no key files dropped in the working folder
+    with caplog.at_level("INFO"):
+        assert service.erase_member(EMAIL) == 0
+    assert "erased 0 stored results of one member" in caplog.text
+    assert EMAIL.lower() not in caplog.text.lower()  # the id is an e-mail: never in a log
+    service.store.close()
