@@ -2,8 +2,9 @@
 # NVIDIA's real TensorRT Python bindings for the CI tests of the TensorRT backend (tests/test_tensorrt_real.py).
 #
 # Installs into a cache OUTSIDE the repository, one folder per version (they share a module name):
-#   ${SKELETON_TRT_WHEELS:-~/.cache/skeleton-v2/trt-wheels}/<version>/site       pip --target
-#   ${SKELETON_TRT_WHEELS:-~/.cache/skeleton-v2/trt-wheels}/<version>/stub-lib   (binding versions only)
+#   ${SKELETON_TRT_WHEELS:-~/.cache/skeleton-v2/trt-wheels}/<cpXY>/<version>/site      pip --target
+#   ${SKELETON_TRT_WHEELS:-~/.cache/skeleton-v2/trt-wheels}/<cpXY>/<version>/stub-lib  (bindings only)
+# (<cpXY>: the Python the wheels were installed for; the downloads are shared in .../downloads.)
 #
 # - tensorrt-bindings 8.6.1 (JetPack 6.0), tensorrt-cu12-bindings 10.3.0 (JetPack 6.1/6.2) and
 #   11.4.0.106 (desktop): PyPI has the bindings without libnvinfer. The few libnvinfer / parser symbols
@@ -17,8 +18,13 @@
 # Never fails the caller: a version that cannot be installed prints why, and its tests skip with a reason.
 set -uo pipefail
 PYTHON="${PYTHON:-python3}"
-ROOT="${SKELETON_TRT_WHEELS:-$HOME/.cache/skeleton-v2/trt-wheels}"
-mkdir -p "$ROOT/downloads"
+CACHE="${SKELETON_TRT_WHEELS:-$HOME/.cache/skeleton-v2/trt-wheels}"
+if ! TAG=$("$PYTHON" -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info[1]}")'); then
+    echo "tensorrt-wheels: $PYTHON does not run; the real-TensorRT tests will skip"
+    exit 0
+fi
+ROOT="$CACHE/$TAG"
+mkdir -p "$CACHE/downloads" "$ROOT"
 
 say() { echo "tensorrt-wheels: $*"; }
 
@@ -32,8 +38,9 @@ install_target() {  # <folder name> <pip requirement>...
     rm -rf "$dir"
     mkdir -p "$dir"
     # pip's own cache keeps the wheels for a re-install; --find-links reuses what an earlier run fetched.
-    if ! "$PYTHON" -m pip download --quiet --no-deps --dest "$ROOT/downloads" "$@" >"$dir/pip.log" 2>&1 \
-        || ! "$PYTHON" -m pip install --quiet --no-deps --no-index --find-links "$ROOT/downloads" \
+    if ! "$PYTHON" -m pip download --quiet --no-deps --find-links "$CACHE/downloads" --dest "$CACHE/downloads" "$@" \
+            >"$dir/pip.log" 2>&1 \
+        || ! "$PYTHON" -m pip install --quiet --no-deps --no-index --find-links "$CACHE/downloads" \
             --target "$dir/site" "$@" >>"$dir/pip.log" 2>&1; then
         say "$name: NOT installed (pip failed: $(tail -n 1 "$dir/pip.log")); its tests will skip"
         return 1

@@ -30,7 +30,9 @@ from engines.engine_cache import engine_path, manifest_path, read_manifest, timi
 from engines.onnx_spec import read_model_spec
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-WHEELS = Path(os.environ.get("SKELETON_TRT_WHEELS", "~/.cache/skeleton-v2/trt-wheels")).expanduser()
+# .ci/tensorrt-wheels.sh installs per Python (cp311, ...): the binding modules are compiled for one.
+WHEELS = (Path(os.environ.get("SKELETON_TRT_WHEELS", "~/.cache/skeleton-v2/trt-wheels")).expanduser()
+          / f"cp{sys.version_info[0]}{sys.version_info[1]}")
 RTX_VERSION = "1.7.1.116"
 
 # version -> (fp16 build plan, network flags for fp16, builder flags for fp16, progress monitor, fp16 parses bytes)
