@@ -148,10 +148,13 @@ def make_fakes(
             self.network = network
 
         def parse(self, model: bytes, path: str | None = None) -> bool:
-            # The plan names an ONNX file (see deserialize_cuda_engine): keep the bytes in one.
-            with tempfile.NamedTemporaryFile(suffix=".onnx", delete=False) as file:
-                file.write(model)
-            self.network.onnx_path = file.name
+            # The plan names an ONNX file (see deserialize_cuda_engine): keep the bytes in one, in a
+            # folder that lives as long as the stand-ins.
+            if not hasattr(state, "parsed_dir"):
+                state.parsed_dir = tempfile.TemporaryDirectory(prefix="fake-trt-")
+            path = Path(state.parsed_dir.name) / f"parsed-{len(list(Path(state.parsed_dir.name).iterdir()))}.onnx"
+            path.write_bytes(model)
+            self.network.onnx_path = str(path)
             self.network.parsed_bytes = len(model)
             return True
 
