@@ -6,11 +6,9 @@ CUDA never imports TensorRT's module, and one without TensorRT never needs it.
 
 from __future__ import annotations
 
-import grp
 import importlib
 import logging
 import os
-import pwd
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -35,15 +33,19 @@ GPU_DEVICE_NODES = ("nvidiactl", "nvhost-ctrl-gpu", "nvhost-gpu", "nvmap", "dxg"
 
 def _user_name(uid: int) -> str:
     try:
+        import pwd  # Unix only, like the device nodes
+
         return pwd.getpwuid(uid).pw_name
-    except KeyError:
+    except (ImportError, KeyError):
         return f"uid {uid}"
 
 
 def _group_name(gid: int) -> str:
     try:
+        import grp
+
         return grp.getgrgid(gid).gr_name
-    except KeyError:
+    except (ImportError, KeyError):
         return f"gid {gid}"
 
 
@@ -61,7 +63,7 @@ def gpu_device_problem(dev_dir: Path = Path("/dev")) -> str | None:
     node = denied[0]
     info = node.stat()
     group = _group_name(info.st_gid)
-    user = _user_name(os.geteuid())
+    user = _user_name(os.geteuid()) if hasattr(os, "geteuid") else "this user"
     return (
         f"no permission: user {user} cannot open {node} (group {group}, mode {info.st_mode & 0o777:o}); "
         f"add it to group {group} (usermod -aG {group} {user}; compose group_add; systemd SupplementaryGroups)"

@@ -388,7 +388,7 @@ def test_engines_build_without_models_or_tensorrt(tmp_path: Path, without_tensor
     make_landmark_like_onnx(config.models.dir / "pose_landmark_tiny.onnx")
     out = io.StringIO()
     assert build_engines(config, out) == 2
-    assert "tensorrt: module tensorrt not importable" in out.getvalue()
+    assert "tensorrt: missing module: module tensorrt not importable" in out.getvalue()
 
 
 def test_engines_list_and_clear(tmp_path: Path, without_tensorrt: None) -> None:
