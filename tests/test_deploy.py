@@ -115,6 +115,32 @@ def created_for_user_before_volume(layout: dict, folder: str) -> bool:
     )
 
 
+def test_pycuda_prechecks_run_and_say_what_is_missing(tmp_path: Path) -> None:
+    """The Dockerfile's own pre-check commands, run by sh: no nvcc, then no curand.h, then both there."""
+    (install,) = [args for keyword, args in dockerfile_instructions(DOCKERFILE.read_text())
+                  if keyword == "RUN" and "[tensorrt]" in args]
+    precheck = install[: install.index(" && python3 -c")]
+    cuda = tmp_path / "cuda"
+    (cuda / "bin").mkdir(parents=True)
+    (cuda / "include").mkdir()
+    path_without_nvcc = "/usr/bin:/bin"
+
+    def run(path: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["sh", "-c", precheck], env={"PATH": path}, capture_output=True, text=True,
+                              timeout=30, check=False)
+
+    result = run(path_without_nvcc)
+    assert result.returncode == 1 and "nvcc not on PATH" in result.stdout
+    nvcc = cuda / "bin" / "nvcc"
+    nvcc.write_text("#!/bin/sh\nexit 0\n")
+    nvcc.chmod(0o755)
+    result = run(f"{cuda / 'bin'}:{path_without_nvcc}")
+    assert result.returncode == 1 and "curand.h missing" in result.stdout
+    (cuda / "include" / "curand.h").touch()
+    result = run(f"{cuda / 'bin'}:{path_without_nvcc}")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def test_cache_folder_is_created_and_owned_before_the_volume() -> None:
     layout = image_layout()
     assert layout["xdg_cache_home"] in layout["volumes"]
