@@ -80,8 +80,12 @@ def trend(points: list[tuple[str, float | None]], normal: tuple[float, float], l
         (f'<rect class="normal-band" x="{left}" y="{y(high):.1f}" width="{plot_w}" '
         f'height="{y(low) - y(high):.1f}" fill="{BAND_COLOUR}"/>'),
         f'<text x="{left - 3}" y="{y(high) + 3:.1f}" font-size="9" text-anchor="end" fill="#555">{high:g}</text>',
-        f'<text x="{left - 3}" y="{y(low) + 3:.1f}" font-size="9" text-anchor="end" fill="#555">{low:g}</text>',
     ]
+    # The band's lower edge labelled unless it would sit on the upper one (a narrow band: a score's A).
+    if y(low) - y(high) >= 10:
+        parts.append(f'<text x="{left - 3}" y="{y(low) + 3:.1f}" font-size="9" text-anchor="end" fill="#555">{low:g}</text>')
+    if fixed_span is not None:
+        parts.append(f'<text x="{left - 3}" y="{y(start):.1f}" font-size="9" text-anchor="end" fill="#555">{start:g}</text>')
     line = [(x(i), y(v)) for i, (_, v) in enumerate(points) if v is not None]
     if len(line) > 1:
         path = " ".join(f"{'M' if i == 0 else 'L'}{px:.1f} {py:.1f}" for i, (px, py) in enumerate(line))
