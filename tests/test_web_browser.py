@@ -162,6 +162,8 @@ async () => {
   out.ready = s;
   s = k.reduce(s, {event: 'captured', view: 'front', frame: 5, source: 'auto', next: 'side'}, 'en');
   out.afterFront = s.phase + ':' + s.view + ':' + JSON.stringify(s.captured);
+  const restarted = k.reduce(s, {event: 'restarted', view: 'front'}, 'en');
+  out.restarted = restarted.phase + ':' + restarted.view + ':' + JSON.stringify(restarted.captured);
   s = k.reduce(s, {event: 'error', fatal: false, frame: 6,
                    error: {data: {state: -1, errors: 'image load error', detail: 'frame 6: not a JPEG'}}}, 'en');
   out.notice = s.phase + ':' + s.notice;
@@ -204,6 +206,7 @@ def test_kiosk_logic_follows_the_capture_protocol(coach):
     assert ready["ready"] is True and ready["countdown"] == 0.4 and ready["keypoints"] == []
     assert ready["lastFrameAnswered"] == 5 and ready["messages"] == ["Hold still."]
     assert out["afterFront"] == 'live:side:{"front":true}'
+    assert out["restarted"] == "live:front:{}"
     assert out["notice"] == "live:frame 6: not a JPEG"
     assert out["sideGuide"] == "side:Turn to your side.:null"
     assert out["afterSide"] == "analysing" and out["analysing"] == "analysing"

@@ -119,6 +119,15 @@ export function reduce(state, message, lang) {
     next.messages = [];
     next.countdown = null;
     next.ready = false;
+  } else if (event === "restarted") {
+    // The answer to the restart command: the views taken so far are forgotten.
+    next.phase = "live";
+    next.view = message.view || "front";
+    next.captured = {};
+    next.keypoints = [];
+    next.messages = [];
+    next.countdown = null;
+    next.ready = false;
   } else if (event === "analysing") {
     next.phase = "analysing";
   } else if (event === "result") {
