@@ -10,6 +10,7 @@ because they look inside the process or need a fault there; the real path is tes
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import shutil
@@ -444,3 +445,64 @@ def test_redact_url():
     assert redact_url("mqtt://host:1883") == "mqtt://host:1883"
     assert redact_url("u:p@host") == "***"
 
+
+
+# -- the compose file's broker: TLS for the gym network, plaintext on loopback --------------------
+
+
+def test_compose_broker_publishes_only_tls_and_the_documented_certificates_work(tmp_path):
+    import ssl
+
+    import yaml
+
+    compose = yaml.safe_load((REPO_ROOT / "deploy" / "compose.yaml").read_text())
+    ports = [str(port) for port in compose["services"]["mosquitto"]["ports"]]
+    beyond_loopback = [port for port in ports if not port.startswith("127.0.0.1:")]
+    assert beyond_loopback == ["8883:8883"], f"only the TLS port may be published beyond loopback: {ports}"
+    assert "127.0.0.1:1883:1883" in ports
+
+    # The documented script makes the certificates; the compose broker's own config serves them.
+    certs = tmp_path / "certs"
+    subprocess.run(["sh", str(REPO_ROOT / "deploy" / "make-certs.sh"), str(certs)], check=True, capture_output=True)
+    passwords = _passwords(tmp_path, {"skeletond": "daemon-secret", "kiosk-01": "kiosk-secret"})
+    plain_port, tls_port = free_port(), free_port()
+    conf = (REPO_ROOT / "deploy" / "mosquitto" / "compose.conf").read_text()
+    assert "\nlistener 8883\n" in conf and "\nlistener 1883\n" in conf
+    for container_path, here in (
+        ("/mosquitto/config/certs/", f"{certs}/"), ("/mosquitto/config/passwd", str(passwords)),
+        ("/mosquitto/config/mosquitto.acl", str(ACL)), ("/mosquitto/data/", f"{tmp_path}/"),
+        # The test binds loopback only (the container binds its own interfaces).
+        ("\nlistener 1883\n", f"\nlistener {plain_port} 127.0.0.1\n"),
+        ("\nlistener 8883\n", f"\nlistener {tls_port} 127.0.0.1\n"),
+    ):
+        conf = conf.replace(container_path, here)
+    broker = Broker(tmp_path / "broker")
+    broker.port = tls_port
+    broker.conf.write_text(conf + f"user {os.environ.get('USER') or __import__('getpass').getuser()}\n")
+    broker.start()
+    daemon_side = Kiosk("127.0.0.1", plain_port, PREFIX, (f"{PREFIX}/request/+",),
+                        username="skeletond", password="daemon-secret")
+    kiosk = Kiosk("127.0.0.1", tls_port, PREFIX, username="kiosk-01", password="kiosk-secret",
+                  tls={"ca_certs": str(certs / "ca.crt")})  # verifies the certificate and its name
+    try:
+        kiosk.publish(b"over TLS", topic=f"{PREFIX}/request/kiosk-01")
+        wait_until(lambda: daemon_side.on(f"{PREFIX}/request/kiosk-01"), 10, "the request over TLS")
+        # Plaintext MQTT on the TLS port gets nowhere; a client that does not trust the CA is refused.
+        plain = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"plain-{uuidlib.uuid4().hex[:8]}",
+                            protocol=mqtt.MQTTv5)
+        plain.username_pw_set("kiosk-01", "kiosk-secret")
+        with contextlib.suppress(OSError):
+            plain.connect("127.0.0.1", tls_port, keepalive=5)
+            for _ in range(6):
+                plain.loop(timeout=0.5)
+        assert not plain.is_connected(), "a plaintext client connected to the TLS port"
+        plain.disconnect()
+        untrusting = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"nt-{uuidlib.uuid4().hex[:8]}",
+                                 protocol=mqtt.MQTTv5)
+        untrusting.tls_set()  # the system's CAs, not ours
+        with pytest.raises(ssl.SSLError):
+            untrusting.connect("127.0.0.1", tls_port, keepalive=5)
+    finally:
+        kiosk.close()
+        daemon_side.close()
+        broker.stop()
