@@ -368,9 +368,7 @@ class MqttBridge:
             # The raw payload and its JSON are as large as the photos again: drop them before the queue.
             message.payload = b""
             del payload
-        request.topic_tree = delivery.kiosk
-        if request.kiosk is None and delivery.kiosk in self.service.config.calibration.kiosks:
-            request.kiosk = delivery.kiosk  # a kiosk tree named like a calibrated kiosk uses its calibration
+        request.topic_tree = delivery.kiosk  # part of the input hash: a uuid is not shared across trees
         while True:
             self._room.clear()
             try:
