@@ -192,7 +192,8 @@ def _coerce(value: Any, annotation: str, where: str) -> Any:
                 raise ValueError(value)
             return {str(k): Path(os.path.expanduser(str(v))) for k, v in value.items()}
     except (TypeError, ValueError):
-        shown = "a value that is not shown (a secret)" if where in SECRET_SETTINGS else repr(value)
+        # Any value echoed goes through redact_url: a mistyped url may still carry a password.
+        shown = "a value that is not shown (a secret)" if where in SECRET_SETTINGS else redact_url(repr(value))
         raise ConfigError(f"{where}: expected {base}, got {shown}") from None
     return value
 

@@ -385,6 +385,7 @@ def _run_cli(tmp_path: Path, config_text: str, *args: str, timeout: float = 30) 
     'url = "mqtt://skeletond:pw-SECRET-1@broker:99999"',        # port out of range
     'url = "mqtt://skeletond:pw-SECRET-1@:1883"',               # no host
     'url = "mqtt://broker:1883"\nusername = "u"\npassword = ["pw-SECRET-1"]',  # mistyped password
+    'url = ["mqtt://skeletond:pw-SECRET-1@broker:1883"]',     # mistyped url
 ])
 def test_config_errors_never_echo_the_mqtt_password(tmp_path, mqtt_section):
     result = _run_cli(tmp_path, f"[mqtt]\n{mqtt_section}\n", "serve")
