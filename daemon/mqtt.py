@@ -61,8 +61,10 @@ class _Delivery:
     # The kiosk tree the request arrived on (None: the plain single-kiosk tree).
     kiosk: str | None
     retained: bool
+    # Only a ResponseTopic inside the kiosk's own reply tree is kept; another is kept aside, to be refused.
     response_topic: str | None
     correlation: bytes | None
+    refused_response_topic: str | None = None
     uuid: str | None = None
     answered: bool = False
 
@@ -314,14 +316,19 @@ class MqttBridge:
             kiosk = self.topics.kiosk_of(message.topic)
         except ValueError:  # not one of our request topics (cannot happen with our subscriptions)
             kiosk = None
+        response_topic = getattr(properties, "ResponseTopic", None) or None
+        refused = None
+        if response_topic is not None and not self.topics.response_topic_allowed(kiosk, response_topic):
+            refused, response_topic = response_topic, None
         return _Delivery(
             mid=message.mid,
             qos=message.qos,
             topic=message.topic,
             kiosk=kiosk,
             retained=bool(message.retain),
-            response_topic=getattr(properties, "ResponseTopic", None) or None,
+            response_topic=response_topic,
             correlation=getattr(properties, "CorrelationData", None),
+            refused_response_topic=refused,
         )
 
     def _handle(self, delivery: _Delivery, message: mqtt.MQTTMessage) -> None:
@@ -347,14 +354,11 @@ class MqttBridge:
             message.payload = b""
             self._refuse_retained(delivery)
             return
-        if delivery.response_topic is not None and not self.topics.response_topic_allowed(
-            delivery.kiosk, delivery.response_topic
-        ):
-            refused, delivery.response_topic = delivery.response_topic, None
+        if delivery.refused_response_topic is not None:
             message.payload = b""
             self._answer_error(delivery, AnalysisError(
                 "validation",
-                f"ResponseTopic {refused!r} is outside this kiosk's reply tree "
+                f"ResponseTopic {delivery.refused_response_topic!r} is outside this kiosk's reply tree "
                 f"{self.topics.reply_tree(delivery.kiosk)}; the request was not analysed",
                 text="invalid ResponseTopic",
             ))
@@ -440,7 +444,7 @@ class MqttBridge:
         main = Properties(PacketTypes.PUBLISH)
         main.ContentType = "application/json"
         targets.append((self.topics.answer(delivery.kiosk, delivery.uuid), main))
-        # Only a ResponseTopic inside the kiosk's own reply tree reaches here (_handle refuses the rest).
+        # Only a ResponseTopic inside the kiosk's own reply tree is kept (_delivery sets the others aside).
         if delivery.response_topic:
             extra = Properties(PacketTypes.PUBLISH)
             extra.ContentType = "application/json"

@@ -173,6 +173,11 @@ def test_retained_requests_are_refused_and_never_replayed(tmp_path):
         answer = _answers(kiosk, live)[0]
         assert _error_of(answer) == "retained request refused"
         assert "retain flag" in answer["data"]["detail"]
+        # Refused before its ResponseTopic is looked at: an answer never lands outside the reply tree.
+        kiosk.publish(request_payload("retained-rpc"), _rpc(f"{prefix}/status/{daemon.daemon_id}"),
+                      topic=request_topic, retain=True)
+        wait_until(lambda: kiosk.on(f"{prefix}/result/retained-rpc"), 30, "the refusal of the retained RPC")
+        assert _error_of(_answers(kiosk, f"{prefix}/result/retained-rpc")[0]) == "retained request refused"
         kiosk.publish(request_payload("plain-after"), topic=request_topic)
         wait_until(lambda: kiosk.on(f"{prefix}/result/plain-after"), 90, "the ordinary request's answer")
         assert_answer(_answers(kiosk, f"{prefix}/result/plain-after")[0], "plain-after")
@@ -184,6 +189,7 @@ def test_retained_requests_are_refused_and_never_replayed(tmp_path):
         time.sleep(2.0)
         assert not kiosk.on(f"{prefix}/result/retained-early")
         assert len(kiosk.on(live)) == 1
+        assert set(kiosk.status(daemon.daemon_id)) <= {b"online", b"offline"}
         # The live one's photos were deleted from the broker: a new subscriber gets no retained request.
         seen: list[mqtt.MQTTMessage] = []
         spy = Kiosk(*SHARED_BROKER, f"{prefix}/none")
@@ -191,7 +197,7 @@ def test_retained_requests_are_refused_and_never_replayed(tmp_path):
         spy.client.subscribe(request_topic, qos=1)
         time.sleep(1.0)
         spy.close()
-        assert all(b"retained-live" not in m.payload for m in seen), "the refused request is still retained"
+        assert all(b"retained-" not in m.payload for m in seen), "a refused request is still retained"
     finally:
         daemon.close()
         # Clear what the test left retained on the shared broker.
