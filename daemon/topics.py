@@ -63,7 +63,11 @@ class Topics:
         return self.result(kiosk, uuid) if uuid is not None else self.error(kiosk)
 
     def reply_tree(self, kiosk: str | None) -> str:
-        """The topic filter (ending in /#) an MQTT 5 ResponseTopic of this kiosk must fall under."""
+        """The topic filter (ending in /#) an MQTT 5 ResponseTopic of this kiosk must fall under.
+
+        The plain tree's reply/# spans the kiosks' reply trees too: that is why the plain request topic is
+        for a broker with a single kiosk only (deploy/mosquitto.acl grants it to no kiosk by default).
+        """
         return f"{self.prefix}/reply/#" if kiosk is None else f"{self.prefix}/reply/{kiosk}/#"
 
     def response_topic_allowed(self, kiosk: str | None, topic: str) -> bool:
