@@ -49,6 +49,8 @@ log = logging.getLogger(__name__)
 
 RECONNECT_MIN_S = 1
 RECONNECT_MAX_S = 30
+# The largest Maximum Packet Size MQTT 5 can express (a Four Byte Integer).
+MAX_PACKET_SIZE = 2**32 - 1
 
 
 @dataclass
@@ -166,6 +168,10 @@ class MqttBridge:
         # The broker sends at most this many unacknowledged requests: the queue plus the one in the
         # worker, plus one waiting in the intake thread.
         properties.ReceiveMaximum = max(1, min(65535, self.service.worker.queue_size + 2))
+        # Memory stays bounded whatever the broker allows: it must not send this client a packet over twice
+        # the payload limit (it drops it instead). Between the limit and that, the kiosk is told
+        # "request too large"; Mosquitto's message_size_limit refuses such payloads at the door.
+        properties.MaximumPacketSize = min(MAX_PACKET_SIZE, 2 * self.max_payload_bytes + 65536)
         self._set_state("connecting")
         self._intake_thread.start()
         self._client.connect_async(
