@@ -255,17 +255,14 @@ def validate(config: Config) -> None:
 def _validate_mqtt_url(url: str) -> None:
     from urllib.parse import urlsplit
 
-    problem = None
     try:
         parts = urlsplit(url)
-        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
-            problem = "mqtt://host:port or mqtts://host:port"
-        else:
-            parts.port  # noqa: B018 - raises ValueError for a port that is not a number or out of range
-    except ValueError:
-        problem = "a valid port"
-    if problem:
-        raise ConfigError(f"mqtt.url: {problem}, got {redact_url(url)!r}")
+        valid = parts.scheme in ("mqtt", "mqtts") and bool(parts.hostname)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number or out of range
+    except ValueError:  # a bad port, an unclosed IPv6 bracket
+        valid = False
+    if not valid:
+        raise ConfigError(f"mqtt.url: mqtt://host:port or mqtts://host:port, got {redact_url(url)!r}")
 
 
 def load_config(
