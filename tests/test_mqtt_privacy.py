@@ -296,7 +296,8 @@ def test_raw_payload_is_released_once_parsed(tmp_path, prefix):
         # While the request waits for its answer, neither paho's message with the raw payload nor the
         # parsed JSON (base64 photos) is alive any more: only the decoded photos are.
         big_messages = [o for o in gc.get_objects() if isinstance(o, mqtt.MQTTMessage) and len(o.payload) > 10_000]
-        big_json = [o for o in gc.get_objects() if isinstance(o, dict) and "forigimg" in o]
+        big_json = [o for o in gc.get_objects()
+                    if isinstance(o, dict) and isinstance(o.get("forigimg"), str) and len(o["forigimg"]) > 10_000]
         assert not big_messages, "the raw MQTT payload is still held while the request is analysed"
         assert not big_json, "the parsed request JSON is still held while the request is analysed"
         release.set()
