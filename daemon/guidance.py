@@ -12,6 +12,7 @@ import math
 import cv2
 import numpy as np
 
+from calibration.roll import CameraTilt
 from daemon.measures import MIN_PRESENCE, body_yaw_deg
 from daemon.views import BP, PhotoPoses, ViewPose
 
@@ -45,6 +46,14 @@ DARK_MEAN_LUMA = 40.0
 # sigma = height/300 they read 20-160, with height/150 5-20. 30 flags the visibly blurred.
 BLUR_REFERENCE_HEIGHT = 256
 BLUR_MIN_LAPLACIAN_VAR = 30.0
+
+# Camera roll (degrees) above which the answer says the camera was tilted: the front line measures'
+# normal ranges are +-1.5-2.5 degrees, so a degree of roll is a third to a half of one.
+TILT_MESSAGE_DEG = 1.0
+# Camera pitch (degrees) above which the answer warns: a 5-degree pitch leans the verticals at the
+# photo's edges by about 2 degrees (at a third of the width off centre, 65-degree lens), the size of
+# sar_tilt's normal band, so the sagittal measures move visibly.
+PITCH_MESSAGE_DEG = 5.0
 
 HEAD_POINTS = ("nose", "left_eye", "right_eye", "left_ear", "right_ear")
 FOOT_POINTS = ("left_ankle", "right_ankle", "left_heel", "right_heel", "left_foot_index", "right_foot_index")
@@ -189,3 +198,30 @@ def pair_guidance(front: PhotoPoses, side: PhotoPoses) -> list[str]:
         return ["The Front and Side images seem to be swapped."]
     return []
 
+
+
+def tilt_guidance(view: str, tilt: CameraTilt | None) -> list[str]:
+    """What the answer says about how the camera was held (calibration/roll.py, daemon/leveling.py)."""
+    if tilt is None:
+        return []
+    messages: list[str] = []
+    if tilt.roll_deg is None or (tilt.source == "lines" and not tilt.confident):
+        reason = tilt.note or "too few straight lines behind the target"
+        messages.append(_say(
+            view, f"The camera's tilt could not be read from the photo ({reason}); "
+                  "the measures assume the camera was level.",
+        ))
+    elif abs(tilt.roll_deg) > TILT_MESSAGE_DEG:
+        messages.append(_say(
+            view, f"The camera was tilted by {abs(tilt.roll_deg):.1f} degrees; "
+                  "the measures were corrected for it. Hold the camera level.",
+        ))
+    if tilt.pitch_deg is not None and abs(tilt.pitch_deg) > PITCH_MESSAGE_DEG:
+        where = "down" if tilt.pitch_deg > 0 else "up"
+        corrected = "the measures were corrected for it" if tilt.source == "kiosk" else (
+            "the side measures may read a lean that is not there")
+        messages.append(_say(
+            view, f"The camera was pointed {abs(tilt.pitch_deg):.0f} degrees {where}; {corrected}. "
+                  "Hold the camera at hip height, pointed straight ahead.",
+        ))
+    return messages
