@@ -50,18 +50,23 @@ PERSON_MARGIN = 0.08
 LINE_NOISE_DEG = 0.5
 PITCH_PRIOR_DEG = 15.0
 # Agreeing segments' total length, in long sides of the photo, at which the confidence reaches 63%.
-SUPPORT_SCALE = 0.6
+SUPPORT_SCALE = 0.4
 # Pitches searched (degrees): a phone held at the chest or above the head, or a kiosk camera.
 PITCH_SEARCH_DEG = 30.0
 # Pitch is reported when the lines pin it to within this standard error (degrees).
 PITCH_MAX_SD_DEG = 1.5
-# A rival reading of the lines (a vote peak more than 2 * AGREEMENT_DEG away) weaker than this share
+# A rival reading of the lines (a vote peak more than RIVAL_DISTANCE_DEG away) weaker than this share
 # of the best costs no confidence; as strong as the best, it leaves none.
 RIVAL_FREE = 0.5
+RIVAL_DISTANCE_DEG = 1.25
 # Without a pinned pitch, verticals and horizontals that each have this much support (long sides of
 # agreeing segments) and read rolls more than AGREEMENT_DEG apart: the confidence is scaled by the factor.
 MIN_FAMILY_SUPPORT = 0.1
 DISAGREEMENT_FACTOR = 0.25
+# Without a pinned pitch: a handheld camera's typical pitch (degrees), and the roll error it may cause
+# (degrees) that still leaves the estimate its full confidence.
+HANDHELD_PITCH_SD_DEG = 6.0
+PITCH_LEAN_OK_DEG = 0.6
 # Below this, an estimate is reported but not applied.
 MIN_CONFIDENCE = 0.5
 # Verticals and horizontals that disagree by more than this lower the confidence.
@@ -218,12 +223,19 @@ def estimate_tilt(
     # Rivals along the roll alone, at the pitch used: with the pitch free, a far roll with a large pitch
     # can explain verticals bunched on one side as well as the right one.
     profile = votes.score(coarse_rolls, np.array([0.0 if pitch_value is None else pitch_value]))[:, 0]
-    far = np.abs(coarse_rolls - roll) > 2 * AGREEMENT_DEG
+    far = np.abs(coarse_rolls - roll) > RIVAL_DISTANCE_DEG
     rival = float(profile[far].max()) if far.any() else 0.0
     peak = float(votes.score(np.array([roll]), np.array([0.0 if pitch_value is None else pitch_value]))[0, 0])
     confidence = 1.0 - math.exp(-support / SUPPORT_SCALE)
     ratio = rival / peak if peak > 0 else 1.0
     confidence *= 1.0 - min(1.0, max(0.0, ratio - RIVAL_FREE) / (1.0 - RIVAL_FREE)) ** 2
+    if pitch_value is None and support > 0:
+        # Without a pinned pitch, verticals off to one side lean by about their offset times the
+        # (unknown) pitch: a handheld camera's usual pitch sets how far such a roll can be trusted.
+        share = float(votes.v_weight[v_in].sum()) / support
+        offset = float(np.average(votes.v_x[v_in], weights=votes.v_weight[v_in])) if v_in.any() else 0.0
+        pitch_lean = abs(offset) * share * HANDHELD_PITCH_SD_DEG
+        confidence *= min(1.0, PITCH_LEAN_OK_DEG / max(pitch_lean, 1e-9))
     note = None
     if disagreement:
         confidence *= DISAGREEMENT_FACTOR
