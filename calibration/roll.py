@@ -40,6 +40,8 @@ MIN_SEGMENT_FRACTION = 0.04
 # Candidates: segments within this many degrees of the image's vertical or horizontal. Larger rolls
 # are a photo held sideways on purpose, not a tilted camera.
 MAX_TILT_DEG = 12.0
+# Each family (verticals, horizontals) keeps at most this many of its longest segments.
+MAX_SEGMENTS = 120
 # A segment agrees with an estimate when its direction is within this angle of it.
 INLIER_DEG = 0.75
 # The person's box is grown by this fraction of its size before segments in it are dropped (hair,
@@ -159,8 +161,8 @@ def estimate_tilt(
     up_dx, up_dy = np.where(dy > 0, -dx, dx), np.where(dy > 0, -dy, dy)
     off_vertical = np.degrees(np.arctan2(up_dx, -up_dy))
     off_horizontal = np.degrees(np.arctan2(np.where(dx < 0, -dy, dy), np.abs(dx)))
-    vertical = np.abs(off_vertical) <= MAX_TILT_DEG
-    horizontal = np.abs(off_horizontal) <= MAX_TILT_DEG
+    vertical = _longest(np.abs(off_vertical) <= MAX_TILT_DEG, lengths)
+    horizontal = _longest(np.abs(off_horizontal) <= MAX_TILT_DEG, lengths)
     if vertical.sum() + horizontal.sum() < 2:
         return CameraTilt(None, None, "lines", 0.0, 0, note="too few straight lines behind the target")
 
@@ -245,6 +247,15 @@ def estimate_tilt(
     elif confidence < MIN_CONFIDENCE:
         note = "too few straight lines behind the target"
     return CameraTilt(roll, pitch_value, "lines", float(confidence), count, note=note)
+
+
+def _longest(candidates: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """The candidates, cut to the MAX_SEGMENTS longest (a tiled floor gives hundreds; the vote's memory
+    grows with them)."""
+    if candidates.sum() <= MAX_SEGMENTS:
+        return candidates
+    cutoff = np.sort(lengths[candidates])[-MAX_SEGMENTS]
+    return candidates & (lengths >= cutoff)
 
 
 @dataclass

@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 
 from calibration.roll import CameraTilt
+from daemon.facing import Facing
 from daemon.measures import MIN_PRESENCE, body_yaw_deg
 from daemon.views import BP, PhotoPoses, ViewPose
 
@@ -219,9 +220,25 @@ def tilt_guidance(view: str, tilt: CameraTilt | None) -> list[str]:
     if tilt.pitch_deg is not None and abs(tilt.pitch_deg) > PITCH_MESSAGE_DEG:
         where = "down" if tilt.pitch_deg > 0 else "up"
         corrected = "the measures were corrected for it" if tilt.source == "kiosk" else (
-            "the side measures may read a lean that is not there")
+            "the tilt measures may read a lean that is not there")
         messages.append(_say(
             view, f"The camera was pointed {abs(tilt.pitch_deg):.0f} degrees {where}; {corrected}. "
                   "Hold the camera at hip height, pointed straight ahead.",
         ))
+    return messages
+
+
+def facing_guidance(view: str, kind: str, verdict: Facing, arms: str | None = None) -> list[str]:
+    """A photo that shows the wrong side of the target (daemon/facing.py), and arms held where the front
+    measures cannot read the body."""
+    messages: list[str] = []
+    if verdict.direction == "away":
+        wanted = "front" if kind == "front" else "side"
+        messages.append(_say(view, f"The target has their back to the camera; the {kind} photo must show the {wanted}."))
+    elif kind == "side" and verdict.direction == "toward":
+        messages.append(_say(view, "The target is facing the camera; the side photo must show the side."))
+    if arms == "crossed":
+        messages.append(_say(view, "The target's arms are crossed; let the arms hang at the sides."))
+    elif arms == "hands_on_hips":
+        messages.append(_say(view, "The target's hands are on the hips; let the arms hang at the sides."))
     return messages

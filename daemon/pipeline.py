@@ -22,7 +22,7 @@ import pybase64
 from calibration.intrinsics import Intrinsics
 from calibration.kiosk import Kiosk, choose_intrinsics, load_kiosk
 from calibration.roll import CameraTilt, estimate_tilt
-from daemon import grades, guidance, leveling, lift, measures, metrics, pose, render
+from daemon import facing, grades, guidance, leveling, lift, measures, metrics, pose, render
 from daemon.answer import ViewResult, build_answer
 from daemon.config import Config
 from daemon.errors import AnalysisError
@@ -54,6 +54,7 @@ class _Photo:
     measures: dict | None = None
     intrinsics: Intrinsics | None = None
     tilt: CameraTilt | None = None
+    facing_verdict: facing.Facing | None = None
     result: ViewResult | None = None
     messages: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
@@ -184,6 +185,12 @@ class Analyzer:
             # World landmarks carry a left/right bias that only flip averaging cancels (accuracy.md).
             photo.measures = measure_level(photo.poses.main, photo.kind, photo.intrinsics, photo.tilt,
                                            use_world=settings.flip_test)
+            # A back view in the front slot (or a front or back view in the side slot) gives no measures
+            # rather than ones read with left and right swapped.
+            photo.facing_verdict = facing.facing(photo.poses.main)
+            wrong_view = facing.wrong_view_reason(photo.kind, photo.facing_verdict)
+            if wrong_view is not None:
+                photo.measures = facing.withhold(photo.measures, wrong_view)
         with _stage("render", timings):
             # One reduced copy at the annotated size serves the drawing and the guidance checks.
             display, _ = render.fit_within(photo.decoded.pixels, settings.annotated_max_side)
@@ -199,6 +206,8 @@ class Analyzer:
             small_scale = small.shape[1] / photo.decoded.photo_size[0]
             photo.messages = guidance.photo_guidance(photo.name, photo.poses, small, small_scale)
             photo.messages += guidance.tilt_guidance(photo.name, photo.tilt)
+            arms = facing.arms_posture(photo.poses.main) if photo.kind == "front" and photo.facing_verdict.direction == "toward" else None
+            photo.messages += guidance.facing_guidance(photo.name, photo.kind, photo.facing_verdict, arms)
             if kiosk is not None and kiosk.placement is not None:
                 photo.messages += distance_guidance(photo.name, photo.result.camera, kiosk.placement.standing_distance_mm)
 

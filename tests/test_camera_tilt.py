@@ -253,6 +253,6 @@ def test_tilt_guidance_messages():
         "the measures assume the camera was level.")
     ]
     pitched = guidance.tilt_guidance("Side", CameraTilt(0.0, 9.0, "lines", 0.9, 10, applied=True))
-    assert len(pitched) == 1 and "pointed 9 degrees down" in pitched[0] and "may read a lean" in pitched[0]
+    assert len(pitched) == 1 and "pointed 9 degrees down" in pitched[0] and "tilt measures may read a lean" in pitched[0]
     kiosk = guidance.tilt_guidance("Front", CameraTilt(0.5, -6.0, "kiosk", 1.0, applied=True))
     assert len(kiosk) == 1 and "pointed 6 degrees up" in kiosk[0] and "corrected" in kiosk[0]
