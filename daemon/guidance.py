@@ -203,7 +203,7 @@ def pair_guidance(front: PhotoPoses, side: PhotoPoses) -> list[str]:
 
 def tilt_guidance(view: str, tilt: CameraTilt | None) -> list[str]:
     """What the answer says about how the camera was held (calibration/roll.py, daemon/leveling.py)."""
-    if tilt is None:
+    if tilt is None or tilt.source == "none":
         return []
     messages: list[str] = []
     if tilt.roll_deg is None or (tilt.source == "lines" and not tilt.confident):

@@ -180,7 +180,7 @@ class Analyzer:
                 photo.decoded.photo_size, kiosk, exif_source=photo.data,
                 default_vfov_deg=self.config.calibration.default_vfov_deg,
             )
-            photo.tilt = camera_tilt(photo.decoded, photo.poses, photo.intrinsics, kiosk)
+            photo.tilt = camera_tilt(photo.decoded, photo.poses, photo.intrinsics, kiosk, settings.level_from_lines)
         with _stage("measures", timings):
             # World landmarks carry a left/right bias that only flip averaging cancels (accuracy.md).
             photo.measures = measure_level(photo.poses.main, photo.kind, photo.intrinsics, photo.tilt,
@@ -249,13 +249,16 @@ class Analyzer:
         )
 
 
-def camera_tilt(decoded: Decoded, poses: PhotoPoses, intrinsics: Intrinsics, kiosk: Kiosk | None) -> CameraTilt:
+def camera_tilt(decoded: Decoded, poses: PhotoPoses, intrinsics: Intrinsics, kiosk: Kiosk | None,
+                from_lines: bool = True) -> CameraTilt:
     """How the camera was held: a kiosk's calibrated placement, else the photo's own straight lines
     (calibration/roll.py), the people's boxes left out. Only a confident roll is applied; pitch read
     from lines is reported (and warned about), not applied, since it rests on an assumed focal length."""
     if kiosk is not None and kiosk.placement is not None:
         placement = kiosk.placement
         return CameraTilt(placement.roll_deg, placement.pitch_deg, "kiosk", 1.0, applied=True)
+    if not from_lines:
+        return CameraTilt(None, None, "none", 0.0, note="not read (pipeline.level_from_lines = false)")
     scale = decoded.scale
     boxes = [tuple(v * scale for v in person.box) for person in poses.people]
     tilt = estimate_tilt(

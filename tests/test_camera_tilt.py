@@ -295,3 +295,16 @@ def test_kiosk_pitch_applied(backend):
             uncorrected += _differences(measure(view), reference)
     assert statistics.median(corrected) <= MEDIAN_TOLERANCE_DEG, corrected
     assert sum(corrected) < sum(uncorrected), (corrected, uncorrected)
+
+
+def test_lines_can_be_switched_off(backend):
+    """pipeline.level_from_lines = false: nothing read, nothing corrected, nothing said."""
+    image = read("side", "fitlens_p4_side.jpg")
+    poses = estimate(backend, image)
+    decoded = Decoded(image, (image.shape[1], image.shape[0]))
+    assert camera_tilt(decoded, poses, _intrinsics(image), None).applied  # this photo's lines are read
+    off = camera_tilt(decoded, poses, _intrinsics(image), None, from_lines=False)
+    assert off.source == "none" and not off.applied and off.roll_deg is None
+    assert guidance.tilt_guidance("Side", off) == []
+    levelled = measure_level(poses.main, "side", _intrinsics(image), off)
+    assert {k: m.value for k, m in levelled.items()} == {k: m.value for k, m in side_measures(poses.main).items()}
