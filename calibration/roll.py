@@ -130,6 +130,27 @@ def _outside_boxes(segments: np.ndarray, boxes: list[tuple[float, float, float, 
     return keep
 
 
+@dataclass
+class LineSegments:
+    """LSD's segments of one photo: (n, 4) x0 y0 x1 y1 in the analysis copy's pixels, its long side, and
+    analysis px per photo px. Finding them is the costly part, and needs no landmarks: the pipeline
+    starts it beside the pose stage."""
+
+    segments: np.ndarray
+    long_side: float
+    to_small: float
+
+
+def line_segments(image_bgr: np.ndarray) -> LineSegments:
+    """LSD on a grey copy of the photo at most ANALYSIS_SIDE px long."""
+    height, width = image_bgr.shape[:2]
+    factor = min(1.0, ANALYSIS_SIDE / max(width, height))
+    gray = cv2.cvtColor(image_bgr, cv2.COLOR_BGR2GRAY) if image_bgr.ndim == 3 else image_bgr
+    if factor < 1.0:
+        gray = cv2.resize(gray, None, fx=factor, fy=factor, interpolation=cv2.INTER_AREA)
+    return LineSegments(_segments(gray), float(max(gray.shape[:2])), gray.shape[1] / width)
+
+
 def estimate_tilt(
     image_bgr: np.ndarray,
     focal_px: float,
@@ -140,15 +161,17 @@ def estimate_tilt(
 
     focal_px, principal_px and exclude_boxes (x, y, w, h: the people) are in image_bgr's pixels.
     """
-    height, width = image_bgr.shape[:2]
-    factor = min(1.0, ANALYSIS_SIDE / max(width, height))
-    gray = cv2.cvtColor(image_bgr, cv2.COLOR_BGR2GRAY) if image_bgr.ndim == 3 else image_bgr
-    if factor < 1.0:
-        gray = cv2.resize(gray, None, fx=factor, fy=factor, interpolation=cv2.INTER_AREA)
-    # Given px -> analysis px.
-    to_small = gray.shape[1] / width
-    long_side = float(max(gray.shape[:2]))
-    segments = _segments(gray)
+    return tilt_from_segments(line_segments(image_bgr), focal_px, principal_px, exclude_boxes)
+
+
+def tilt_from_segments(
+    found: LineSegments,
+    focal_px: float,
+    principal_px: tuple[float, float],
+    exclude_boxes: list[tuple[float, float, float, float]] = (),  # type: ignore[assignment]
+) -> CameraTilt:
+    """estimate_tilt from segments already found (focal, principal point and boxes in photo px)."""
+    segments, long_side, to_small = found.segments, found.long_side, found.to_small
     lengths = np.hypot(segments[:, 2] - segments[:, 0], segments[:, 3] - segments[:, 1])
     keep = lengths >= MIN_SEGMENT_FRACTION * long_side
     boxes = [tuple(v * to_small for v in box) for box in exclude_boxes]

@@ -21,7 +21,7 @@ import pybase64
 
 from calibration.intrinsics import Intrinsics
 from calibration.kiosk import Kiosk, choose_intrinsics, load_kiosk
-from calibration.roll import CameraTilt, estimate_tilt
+from calibration.roll import CameraTilt, LineSegments, line_segments, tilt_from_segments
 from daemon import facing, grades, guidance, leveling, lift, measures, metrics, pose, render
 from daemon.answer import ViewResult, build_answer
 from daemon.config import Config
@@ -84,6 +84,8 @@ class Analyzer:
         # Kiosk files are read once, at start: a broken one stops the daemon with the reason.
         self.kiosks: dict[str, Kiosk] = {name: load_kiosk(path) for name, path in config.calibration.kiosks.items()}
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="view")
+        # Line finding for the camera's roll runs beside each photo's pose stage (it needs no landmarks).
+        self._lines_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="lines")
         # Timings of the last request, by stage (the benchmark prints them).
         self.last_timings: dict[str, float] = {}
         log.info("analyzer ready: %s (%s); models %s", self.backend.description, self.backend_reason, self.model_versions)
@@ -100,6 +102,7 @@ class Analyzer:
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
+        self._lines_pool.shutdown(wait=True)
         self.backend.close()
 
     def estimate(self, decoded: Decoded, timings: dict[str, float] | None = None) -> PhotoPoses:
@@ -171,7 +174,17 @@ class Analyzer:
         timings = photo.timings
         with _stage("decode", timings):
             photo.decoded = decode_upright(photo.data, photo.kind, settings.max_pixels, self.decode_min_side())
-        photo.poses = self.estimate(photo.decoded, timings)  # records "detect" and "landmarks"
+        placed = kiosk is not None and kiosk.placement is not None
+        lines = None
+        if settings.level_from_lines and not placed:
+            lines = self._lines_pool.submit(line_segments, photo.decoded.pixels)
+        try:
+            photo.poses = self.estimate(photo.decoded, timings)  # records "detect" and "landmarks"
+        finally:
+            # Wait for the lines even on an error: nothing of this photo may outlive its request. The
+            # "lines" stage is the time line finding adds after the pose stage.
+            with _stage("lines", timings):
+                found = lines.result() if lines is not None else None
         if not photo.poses.people:
             raise AnalysisError("processing", f"no person found in the {photo.kind} image")
         with _stage("level", timings):
@@ -180,7 +193,7 @@ class Analyzer:
                 photo.decoded.photo_size, kiosk, exif_source=photo.data,
                 default_vfov_deg=self.config.calibration.default_vfov_deg,
             )
-            photo.tilt = camera_tilt(photo.decoded, photo.poses, photo.intrinsics, kiosk, settings.level_from_lines)
+            photo.tilt = camera_tilt(photo.decoded, photo.poses, photo.intrinsics, kiosk, found)
         with _stage("measures", timings):
             # World landmarks carry a left/right bias that only flip averaging cancels (accuracy.md).
             photo.measures = measure_level(photo.poses.main, photo.kind, photo.intrinsics, photo.tilt,
@@ -250,19 +263,20 @@ class Analyzer:
 
 
 def camera_tilt(decoded: Decoded, poses: PhotoPoses, intrinsics: Intrinsics, kiosk: Kiosk | None,
-                from_lines: bool = True) -> CameraTilt:
+                lines: LineSegments | None) -> CameraTilt:
     """How the camera was held: a kiosk's calibrated placement, else the photo's own straight lines
-    (calibration/roll.py), the people's boxes left out. Only a confident roll is applied; pitch read
+    (calibration/roll.py; `lines`: the photo's segments, None when reading them is switched off), the
+    people's boxes left out. Only a confident roll is applied; pitch read
     from lines is reported (and warned about), not applied, since it rests on an assumed focal length."""
     if kiosk is not None and kiosk.placement is not None:
         placement = kiosk.placement
         return CameraTilt(placement.roll_deg, placement.pitch_deg, "kiosk", 1.0, applied=True)
-    if not from_lines:
+    if lines is None:
         return CameraTilt(None, None, "none", 0.0, note="not read (pipeline.level_from_lines = false)")
     scale = decoded.scale
     boxes = [tuple(v * scale for v in person.box) for person in poses.people]
-    tilt = estimate_tilt(
-        decoded.pixels, intrinsics.fx * scale, (intrinsics.cx * scale, intrinsics.cy * scale), boxes,  # type: ignore[arg-type]
+    tilt = tilt_from_segments(
+        lines, intrinsics.fx * scale, (intrinsics.cx * scale, intrinsics.cy * scale), boxes,  # type: ignore[arg-type]
     )
     tilt.applied = tilt.confident
     return tilt

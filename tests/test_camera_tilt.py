@@ -22,7 +22,7 @@ from photo_poses import PAIRS, estimate, read
 from calibration.intrinsics import Intrinsics, default_intrinsics
 from calibration.kiosk import Kiosk
 from calibration.placement import Placement
-from calibration.roll import CameraTilt, estimate_tilt
+from calibration.roll import CameraTilt, estimate_tilt, line_segments
 from daemon import grades, guidance
 from daemon.imageio import Decoded
 from daemon.measures import FRONT_KEYS, SIDE_KEYS, front_measures, side_measures
@@ -234,7 +234,8 @@ def test_grades_of_level_pairs_move_at_most_one_step(backend):
             image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
             poses = estimate(backend, image)
             intrinsics = _intrinsics(image)
-            tilt = camera_tilt(Decoded(image, (image.shape[1], image.shape[0])), poses, intrinsics, None)
+            tilt = camera_tilt(Decoded(image, (image.shape[1], image.shape[0])), poses, intrinsics, None,
+                               line_segments(image))
             new = grades.grade(measure_level(poses.main, kind, intrinsics, tilt))
             old = grades.grade((front_measures if kind == "front" else side_measures)(poses.main))
             assert abs(steps.index(new) - steps.index(old)) <= 1, (pair, kind, old, new, tilt)
@@ -302,8 +303,8 @@ def test_lines_can_be_switched_off(backend):
     image = read("side", "fitlens_p4_side.jpg")
     poses = estimate(backend, image)
     decoded = Decoded(image, (image.shape[1], image.shape[0]))
-    assert camera_tilt(decoded, poses, _intrinsics(image), None).applied  # this photo's lines are read
-    off = camera_tilt(decoded, poses, _intrinsics(image), None, from_lines=False)
+    assert camera_tilt(decoded, poses, _intrinsics(image), None, line_segments(image)).applied  # read
+    off = camera_tilt(decoded, poses, _intrinsics(image), None, None)
     assert off.source == "none" and not off.applied and off.roll_deg is None
     assert guidance.tilt_guidance("Side", off) == []
     levelled = measure_level(poses.main, "side", _intrinsics(image), off)
