@@ -424,7 +424,8 @@ def estimate(backend: Backend, image_bgr: np.ndarray, *, min_score: float = 0.5,
              timings: dict[str, float] | None = None) -> PhotoPoses:
     """Every person in an upright BGR photo, main subject first.
 
-    photo_size: the photo's full (width, height) when image_bgr is a reduced decode of it; the results
+    When the whole-photo look finds nobody, a second looks tile by tile (detect_tiles): someone standing
+    far off. photo_size: the photo's full (width, height) when image_bgr is a reduced decode of it; the results
     are in the full photo's pixels either way. timings, when given, receives "detect" and "landmarks"
     (seconds).
     """
