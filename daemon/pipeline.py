@@ -207,8 +207,9 @@ class Analyzer:
         with _stage("render", timings):
             # One reduced copy at the annotated size serves the drawing and the guidance checks.
             display, _ = render.fit_within(photo.decoded.pixels, settings.annotated_max_side)
+            roll = photo.tilt.roll_deg if photo.tilt.applied and photo.tilt.roll_deg is not None else 0.0
             annotated, scale = render.render_annotated(
-                display, photo.poses.main, photo.measures, photo.kind, settings.annotated_max_side
+                display, photo.poses.main, photo.measures, photo.kind, settings.annotated_max_side, roll
             )
         with _stage("encode", timings):
             jpeg = self._encode(annotated, photo.kind)

@@ -309,3 +309,22 @@ def test_lines_can_be_switched_off(backend):
     assert guidance.tilt_guidance("Side", off) == []
     levelled = measure_level(poses.main, "side", _intrinsics(image), off)
     assert {k: m.value for k, m in levelled.items()} == {k: m.value for k, m in side_measures(poses.main).items()}
+
+
+def test_annotated_reference_lines_follow_the_roll(backend):
+    """The annotated side photo's plumb line follows the world's vertical the measures were read against."""
+    from daemon import render
+
+    image = read("side", "fitlens_p2_side.jpg")
+    view = estimate(backend, image).main
+    measures = side_measures(view)
+    blank = np.zeros_like(image)
+    colour = np.array(render.REFERENCE_COLOUR, np.uint8)
+    ankles_y = measures["sar_tilt"].points_px[0][1]
+    for roll in (0.0, 3.0, -3.0):
+        drawn, scale = render.render_annotated(blank, view, measures, "side", 0, roll_deg=roll)
+        ys, xs = np.nonzero(np.all(drawn == colour, axis=2))
+        # The plumb line below the feet: nothing else is drawn there.
+        below = ys > ankles_y * scale + 20
+        slope = np.polyfit(ys[below], xs[below], 1)[0]
+        assert math.degrees(math.atan(-slope)) == pytest.approx(roll, abs=0.3), roll
