@@ -202,8 +202,11 @@ def pair_guidance(front: PhotoPoses, side: PhotoPoses) -> list[str]:
 
 
 def tilt_guidance(view: str, tilt: CameraTilt | None) -> list[str]:
-    """What the answer says about how the camera was held (calibration/roll.py, daemon/leveling.py)."""
-    if tilt is None or tilt.source == "none":
+    """What the answer says about how the camera was held (calibration/roll.py, daemon/leveling.py).
+
+    Nothing for a kiosk's calibrated placement: the member cannot level a fixed camera (`calibrate
+    placement` warns the installer instead); the answer's camera.<view>.tilt still reports it."""
+    if tilt is None or tilt.source in ("none", "kiosk"):
         return []
     messages: list[str] = []
     if tilt.roll_deg is None or (tilt.source == "lines" and not tilt.confident):
@@ -219,10 +222,9 @@ def tilt_guidance(view: str, tilt: CameraTilt | None) -> list[str]:
         ))
     if tilt.pitch_deg is not None and abs(tilt.pitch_deg) > PITCH_MESSAGE_DEG:
         where = "down" if tilt.pitch_deg > 0 else "up"
-        corrected = "the measures were corrected for it" if tilt.source == "kiosk" else (
-            "the tilt measures may read a lean that is not there")
         messages.append(_say(
-            view, f"The camera was pointed {abs(tilt.pitch_deg):.0f} degrees {where}; {corrected}. "
+            view, f"The camera was pointed {abs(tilt.pitch_deg):.0f} degrees {where}; "
+                  "the tilt measures may read a lean that is not there. "
                   "Hold the camera at hip height, pointed straight ahead.",
         ))
     return messages
