@@ -220,7 +220,8 @@ class Analyzer:
             small_scale = small.shape[1] / photo.decoded.photo_size[0]
             photo.messages = guidance.photo_guidance(photo.name, photo.poses, small, small_scale)
             photo.messages += guidance.tilt_guidance(photo.name, photo.tilt)
-            arms = facing.arms_posture(photo.poses.main) if photo.kind == "front" and photo.facing_verdict.direction == "toward" else None
+            facing_camera = photo.kind == "front" and photo.facing_verdict.direction == "toward"
+            arms = facing.arms_posture(photo.poses.main) if facing_camera else None
             photo.messages += guidance.facing_guidance(photo.name, photo.kind, photo.facing_verdict, arms)
             if kiosk is not None and kiosk.placement is not None:
                 photo.messages += distance_guidance(photo.name, photo.result.camera, kiosk.placement.standing_distance_mm)
@@ -267,8 +268,8 @@ def camera_tilt(decoded: Decoded, poses: PhotoPoses, intrinsics: Intrinsics, kio
                 lines: LineSegments | None) -> CameraTilt:
     """How the camera was held: a kiosk's calibrated placement, else the photo's own straight lines
     (calibration/roll.py; `lines`: the photo's segments, None when reading them is switched off), the
-    people's boxes left out. Only a confident roll is applied; pitch read
-    from lines is reported (and warned about), not applied, since it rests on an assumed focal length."""
+    people's boxes left out. Only a confident roll is applied; pitch read from lines is reported (and
+    warned about), not applied, since it rests on an assumed focal length."""
     if kiosk is not None and kiosk.placement is not None:
         placement = kiosk.placement
         return CameraTilt(placement.roll_deg, placement.pitch_deg, "kiosk", 1.0, applied=True)
