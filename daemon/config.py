@@ -86,6 +86,9 @@ class PipelineConfig:
     annotated_jpeg_quality: int = 85
     # Subject height assumed for the 3D scale when the request gives none (cm).
     default_height_cm: float = 170.0
+    # Without a kiosk placement, read the camera's roll from the photo's straight lines and correct the
+    # measures when sure (calibration/roll.py; 30-130 ms a photo on a 2-core CPU).
+    level_from_lines: bool = True
 
 
 @dataclass
