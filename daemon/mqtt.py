@@ -41,6 +41,7 @@ from daemon import metrics
 from daemon.answer import answer_json
 from daemon.config import ConfigError, MqttConfig, redact_url
 from daemon.errors import AnalysisError
+from daemon.members import ERASE_COMMAND, erase_answer
 from daemon.request import parse_request, uuid_problem
 from daemon.service import Service
 from daemon.topics import Topics
@@ -368,6 +369,12 @@ class MqttBridge:
                 f"{self.topics.reply_tree(delivery.kiosk)}; the request was not analysed",
                 text="invalid ResponseTopic",
             ))
+            return
+        if isinstance(payload, dict) and payload.get("command") == ERASE_COMMAND:
+            # A kiosk's erasure of a member (docs/web.md): arrives on its own request topic, answered
+            # on its own result topic, like any request of that tree.
+            message.payload = b""
+            self._reply(delivery, answer_json(erase_answer(payload, self.service.erase_member)))
             return
         try:
             request = parse_request(payload if isinstance(payload, dict) else message.payload)

@@ -168,3 +168,54 @@ def test_an_in_memory_store_gets_keys_for_the_process_only(tmp_path, monkeypatch
     assert "erased 0 stored results of one member" in caplog.text
     assert EMAIL.lower() not in caplog.text.lower()  # the id is an e-mail: never in a log
     service.store.close()
+
+
+@pytest.mark.broker
+def test_a_kiosk_erases_a_member_over_mqtt_through_its_own_tree(tmp_path):
+    """The daemon as a process against the shared Mosquitto: a kiosk's two analyses on its own tree, then
+    its erase command on the same tree, answered there; the database checked afterwards."""
+    import uuid as uuidlib
+
+    import orjson
+    from test_mqtt import SHARED_BROKER, Daemon, Kiosk, request_payload, wait_until
+
+    prefix = f"test/{uuidlib.uuid4().hex[:10]}/skeleton/v2"
+    kiosk = Kiosk(*SHARED_BROKER, prefix)
+    daemon = Daemon(tmp_path, *SHARED_BROKER, prefix)
+    member = "Erase.Me@Example.com"
+    try:
+        daemon.start()
+        request_topic = f"{prefix}/request/kiosk-a"
+        for uuid in ("mq-visit-1", "mq-visit-2"):
+            kiosk.publish(request_payload(uuid, id=member), topic=request_topic)
+        # Someone else, on other photos (the same photos would give the same annotated photo bytes).
+        from test_mqtt import b64, testdata_path
+        other = {"forigimg": b64(testdata_path("photos", "front", "fitlens_p2_front.jpg").read_bytes()),
+                 "sorigimg": b64(testdata_path("photos", "side", "fitlens_p2_side.jpg").read_bytes())}
+        kiosk.publish(request_payload("mq-other", id="someone-else@example.com", **other), topic=request_topic)
+        wait_until(lambda: all(kiosk.on(f"{prefix}/result/kiosk-a/{u}") for u in ("mq-visit-1", "mq-visit-2", "mq-other")),
+                   120, "the three analyses on kiosk-a's result tree")
+        answers = [orjson.loads(kiosk.on(f"{prefix}/result/kiosk-a/mq-visit-{i}")[0].payload) for i in (1, 2)]
+        assert all(answer["state"] == 0 for answer in answers)
+
+        kiosk.publish(orjson.dumps({"command": "erase", "uuid": "erase-1", "id": member.lower()}), topic=request_topic)
+        wait_until(lambda: kiosk.on(f"{prefix}/result/kiosk-a/erase-1"), 30, "the erase answer on kiosk-a's tree")
+        reply = orjson.loads(kiosk.on(f"{prefix}/result/kiosk-a/erase-1")[0].payload)
+        assert reply == {"uuid": "erase-1", "state": 0, "command": "erase", "data": {"state": 0}, "erased": 2}
+        # Not on the plain tree, nor any other kiosk's.
+        assert not kiosk.on(f"{prefix}/result/erase-1")
+
+        kiosk.publish(orjson.dumps({"command": "erase", "uuid": "erase-2"}), topic=request_topic)
+        wait_until(lambda: kiosk.on(f"{prefix}/result/kiosk-a/erase-2"), 30, "the refusal")
+        refusal = orjson.loads(kiosk.on(f"{prefix}/result/kiosk-a/erase-2")[0].payload)
+        assert refusal["data"]["errors"] == "invalid field: id"
+    finally:
+        daemon.close()
+        kiosk.close()
+    db_path = tmp_path / "results.sqlite3"
+    with sqlite3.connect(db_path) as db:
+        assert sorted(row[0] for row in db.execute("SELECT uuid FROM results")) == ["mq-other"]
+    raw = _files_bytes(db_path)
+    for answer in answers:
+        assert answer["forigimg"][2000:2064].encode() not in raw and answer["uuid"].encode() not in raw
+    assert member.lower().encode() not in daemon.log().lower().encode()
