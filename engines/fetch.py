@@ -290,7 +290,7 @@ def fetch_models(
                 f"models in place in {models_dir} (manifest and sha256 verified, "
                 f"{time.monotonic() - started:.2f} s)"
             )
-            return manifest
+            return _ensure_int8(models_dir, manifest, progress)
         logger.info("models fetch needed: %s", "; ".join(problems))
 
         progress(
@@ -324,8 +324,25 @@ def fetch_models(
             shutil.rmtree(staging, ignore_errors=True)
         # A log left by an earlier failed run would now mislead.
         (models_dir / "convert.log").unlink(missing_ok=True)
+        manifest = _ensure_int8(models_dir, manifest, progress)
         progress(f"models ready in {models_dir} ({time.monotonic() - started:.1f} s)")
         return manifest
+
+
+def _ensure_int8(models_dir: Path, manifest: dict, progress: Progress) -> dict:
+    """The int8 models beside the fp32 ones (engines/quantize.py): made only when missing or stale."""
+    from engines import quantize
+
+    started = time.monotonic()
+    try:
+        entries = quantize.ensure_int8(models_dir, manifest, progress)
+    except Exception as exc:  # noqa: BLE001 - onnxruntime.quantization raises exceptions of many kinds
+        raise FetchError(f"int8 quantization: {type(exc).__name__}: {exc}") from None
+    if entries != manifest.get(models.INT8_KEY):
+        manifest = {**manifest, models.INT8_KEY: entries}
+        atomic_write_bytes(models_dir / models.MANIFEST_NAME, json.dumps(manifest, indent=2).encode() + b"\n")
+        progress(f"int8 models ready ({time.monotonic() - started:.1f} s)")
+    return manifest
 
 
 def _convert_and_verify(

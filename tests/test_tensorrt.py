@@ -239,8 +239,11 @@ def test_build_plan_follows_tensorrt_version() -> None:
     assert build_plan("10.3.0", "fp32") == "fp32"
     with pytest.raises(ValueError, match="8.6"):
         build_plan("8.5.2", "fp16")  # JetPack 5.1's TensorRT: no execute_async_v3
+    assert build_plan("10.3.0", "int8") == "int8-calibration-cache"  # issue 15, unverified on a device
+    with pytest.raises(ValueError, match="implicit int8"):
+        build_plan("11.0.0", "int8")
     with pytest.raises(ValueError):
-        build_plan("10.3.0", "int8")
+        build_plan("10.3.0", "bf16")
 
 
 def test_timing_cache_name_says_tensorrt_and_gpu(tmp_path: Path) -> None:
