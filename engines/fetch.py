@@ -2,7 +2,8 @@
 
 Steps: sources (npm tarball, else the PyPI wheel; sha256 pinned in engines/models.py) -> conversion venv
 (TensorFlow + tf2onnx, isolated) -> conversion (engines/convert_tflite.py in that venv) -> ONNX Runtime
-checks (names, shapes, dynamic batch, parity with TFLite) -> install (atomic renames, manifest last).
+checks (names, shapes, dynamic batch, parity with TFLite) -> install (atomic renames, manifest last)
+-> int8 models beside them (engines/quantize.py, in this venv; only those missing or stale).
 A run with everything in place only re-hashes the files and returns.
 """
 
