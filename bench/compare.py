@@ -896,6 +896,7 @@ def run(args: argparse.Namespace) -> dict:
             baseline["process"].close()
         mediapipe = None
         if other is not None:
+            results["other_server"]["memory_mb"] = other.memory()
             results["other_server"]["exit_code"] = other.stop()
             other = other_http = None
         if analyzer is not None:
@@ -1082,7 +1083,8 @@ def format_report(results: dict) -> str:
                  f"int8 {_get(machine, 'onnxruntime_kernels', 'int8')}")
     if analyzer:
         lines.append(f"daemon:  {analyzer.get('backend_description') or analyzer.get('backend')}; landmark "
-                     f"{analyzer.get('landmark_model')}; precision {analyzer.get('precision')}; flip test "
+                     f"{analyzer.get('landmark_model')}; precision {analyzer.get('precision')} "
+                     f"({analyzer.get('model_files')} models); flip test "
                      f"{analyzer.get('flip_test')}; annotated max side "
                      f"{analyzer.get('annotated_max_side')}; engine threads {analyzer.get('engine_threads')}")
     mp = results.get("mediapipe")
@@ -1138,6 +1140,10 @@ def format_report(results: dict) -> str:
                                 _fmt(_get(p10, "mediapipe", "median_ms")), _fmt(_get(p10, "mediapipe", "p95_ms")),
                                 f"x{_fmt(p10.get('ratio_vs_mediapipe'), 3)}", ""))
     memory = results.get("memory") or {}
+    other_memory = _get(results, "other_server", "memory_mb") or {}
+    if other_memory:
+        lines.append(row.format(f"{_get(results, 'other_server', 'precision')} server RSS / peak after its loops (MB)",
+                                f"{_fmt(other_memory.get('VmRSS'))}/{_fmt(other_memory.get('VmHWM'))}", "", "", ""))
     v = verdicts["rss_after_load_mb"]
     lines.append(row.format("server RSS after load (MB, VmRSS)", _fmt(v["value"]), "", f"<= {v['limit']:.0f}", v["verdict"]))
     v = verdicts["rss_peak_mb"]

@@ -94,6 +94,7 @@ class Analyzer:
             "backend_description": self.backend.description,
             "landmark_model": self.config.models.landmark,
             "precision": self.config.engine.precision,
+            "model_files": self.model_precision,  # fp32 | int8: the ONNX files the backend opened
             "models": self.model_versions,
             "flip_test": self.config.pipeline.flip_test,
         }
