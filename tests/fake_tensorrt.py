@@ -195,6 +195,10 @@ def make_fakes(compute: Callable[[np.ndarray], dict[str, np.ndarray]], version: 
             state.last_build = types.SimpleNamespace(network=network, config=config)
             return b"plan:" + network.onnx_path.encode()
 
+    class IInt8EntropyCalibrator2:
+        def __init__(self) -> None:
+            pass
+
     class TensorIOMode:
         INPUT = "input"
         OUTPUT = "output"
@@ -270,7 +274,8 @@ def make_fakes(compute: Callable[[np.ndarray], dict[str, np.ndarray]], version: 
         TensorIOMode=TensorIOMode,
         NetworkDefinitionCreationFlag=types.SimpleNamespace(EXPLICIT_BATCH=0, STRONGLY_TYPED=1),
         MemoryPoolType=types.SimpleNamespace(WORKSPACE="workspace"),
-        BuilderFlag=types.SimpleNamespace(FP16="fp16"),
+        BuilderFlag=types.SimpleNamespace(FP16="fp16", INT8="int8"),
+        IInt8EntropyCalibrator2=IInt8EntropyCalibrator2,
         nptype=lambda dtype: np.dtype(dtype).type,
     )
     return trt, cuda, state
