@@ -331,14 +331,20 @@ def fetch_models(
 
 
 def _ensure_int8(models_dir: Path, manifest: dict, progress: Progress) -> dict:
-    """The int8 models beside the fp32 ones (engines/quantize.py): made only when missing or stale."""
+    """The int8 models beside the fp32 ones (engines/quantize.py): made only when missing or stale.
+
+    A failure here leaves the fp32 models (the default) usable: it is reported, not raised; the daemon
+    refuses engine.precision = int8 at start while the int8 files are missing.
+    """
     from engines import quantize
 
     started = time.monotonic()
     try:
         entries = quantize.ensure_int8(models_dir, manifest, progress)
-    except Exception as exc:  # noqa: BLE001 - onnxruntime.quantization raises exceptions of many kinds
-        raise FetchError(f"int8 quantization: {type(exc).__name__}: {exc}") from None
+    except Exception as exc:  # onnxruntime.quantization raises exceptions of many kinds
+        progress(f"int8 models NOT made ({type(exc).__name__}: {exc}); the fp32 models are ready")
+        logger.warning("int8 quantization failed", exc_info=True)
+        return manifest
     if entries != manifest.get(models.INT8_KEY):
         manifest = {**manifest, models.INT8_KEY: entries}
         atomic_write_bytes(models_dir / models.MANIFEST_NAME, json.dumps(manifest, indent=2).encode() + b"\n")

@@ -201,3 +201,29 @@ def test_answer_version_names_the_int8_models(config):
         assert analyzer.describe()["precision"] == "int8"
     finally:
         analyzer.close()
+
+
+def test_a_failed_quantization_leaves_the_fp32_models_usable(config, tmp_path, monkeypatch):
+    """int8 is an option: when quantizing fails, `models fetch` says so and the fp32 models stay ready."""
+    import copy
+
+    from engines import fetch
+
+    for name in [models.MANIFEST_NAME, *models.ONNX_FILES.values()]:
+        (tmp_path / name).symlink_to(config.models.dir / name)
+    (tmp_path / models.SOURCES_SUBDIR).symlink_to(config.models.dir / models.SOURCES_SUBDIR)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no int8 kernels here")
+
+    monkeypatch.setattr(quantize, "calibration_inputs", broken)
+    quiet = copy.deepcopy(config)
+    quiet.models.dir = tmp_path
+    lines: list[str] = []
+    manifest = fetch.fetch_models(quiet, progress=lines.append, registries=())
+    assert "models in place" in lines[0]
+    assert any("int8 models NOT made" in line and "no int8 kernels here" in line for line in lines)
+    assert models.model_paths(tmp_path, "heavy")["landmark"].name == "pose_landmark_heavy.onnx"
+    assert manifest["models"] == models.read_manifest(config.models.dir)["models"]
+    with pytest.raises(models.ModelsMissing, match="run `skeletond models fetch`"):
+        models.model_paths(tmp_path, "heavy", "int8")
