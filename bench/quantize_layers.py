@@ -10,6 +10,8 @@ Prints, in graph order, each tensor's SQNR in dB:
   xmodel: fp32 tensor vs the int8 model's tensor (the error accumulated up to that layer);
   qdq:    the int8 model's tensor before vs after its own QuantizeLinear/DequantizeLinear (that layer's
           own rounding).
+ReLU6 (Clip) rows: ONNX Runtime folds a Clip into the QuantizeLinear after its convolution, so their qdq
+figure compares the unclipped with the clipped tensor and reads low; judge those rows by xmodel.
 Then the landmark drift of the int8 model on those crops (median px in the 256-px crop, raw and after
 heatmap refinement). --variant quantizes a copy with other nodes kept in float first (same syntax as
 engines/quantize.FLOAT_NODES, comma-separated), to try a candidate before changing the recipe.
