@@ -189,3 +189,9 @@ def pair_guidance(front: PhotoPoses, side: PhotoPoses) -> list[str]:
         return ["The Front and Side images seem to be swapped."]
     return []
 
+
+
+# Public names of the framing checks, for the live capture guide (daemon/capture/guide.py).
+head_cut_off = _head_cut
+feet_cut_off = _feet_cut
+box_in_small = _box_in_small

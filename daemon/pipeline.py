@@ -79,6 +79,7 @@ class Analyzer:
         # Kiosk files are read once, at start: a broken one stops the daemon with the reason.
         self.kiosks: dict[str, Kiosk] = {name: load_kiosk(path) for name, path in config.calibration.kiosks.items()}
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="view")
+        self._live_backends: dict[str, object] = {}
         # Timings of the last request, by stage (the benchmark prints them).
         self.last_timings: dict[str, float] = {}
         log.info("analyzer ready: %s (%s); models %s", self.backend.description, self.backend_reason, self.model_versions)
@@ -96,6 +97,18 @@ class Analyzer:
     def close(self) -> None:
         self._pool.shutdown(wait=True)
         self.backend.close()
+        for backend in self._live_backends.values():
+            backend.close()
+
+    def live_backend(self, landmark: str):
+        """The live capture path's backend (detector + the `landmark` model), opened on first use in the
+        worker thread: daemons that never see a capture session do not load the second model."""
+        backend = self._live_backends.get(landmark)
+        if backend is None:
+            paths = model_paths(self.config.models.dir, landmark)
+            backend = open_backend({"detector": paths["detector"], "landmark": paths["landmark"]}, self.config.engine)
+            self._live_backends[landmark] = backend
+        return backend
 
     def estimate(self, decoded: Decoded, timings: dict[str, float] | None = None) -> PhotoPoses:
         settings = self.config.pipeline

@@ -63,6 +63,10 @@ class Service:
         self.transport_status: dict[str, str] = {}
         self._purge_stop = threading.Event()
         self._purge_thread: threading.Thread | None = None
+        from daemon.capture.manager import CaptureManager  # late: capture imports this module's types
+
+        # Live capture sessions of every transport (docs/capture.md).
+        self.capture = CaptureManager(self, config)
 
     # -- life cycle -------------------------------------------------------------------------------
 
@@ -76,6 +80,7 @@ class Service:
 
     def stop_intake(self) -> None:
         self.worker.stop_intake()
+        self.capture.stop_intake()
 
     def stop(self, timeout: float) -> bool:
         """Finish accepted requests within `timeout` seconds, then close the store."""
@@ -186,6 +191,8 @@ def _make_uvicorn_server(app: Any, config: Config) -> Any:
         lifespan="off",
         timeout_graceful_shutdown=max(1, int(config.worker.stop_timeout_s)),
         server_header=False,
+        # Live capture frames arrive as WebSocket messages (docs/capture.md).
+        ws_max_size=config.capture.max_frame_bytes,
     )
     return _Server(uv_config)
 
