@@ -347,3 +347,55 @@ def test_commands_bad_frames_and_the_still_camera(server, photos):
     captured = kiosk.of("captured")[0]
     assert captured["source"] == "still" and captured["view"] == "front" and captured["next"] == "side"
     assert captured["frame"] == still_index
+
+
+def test_worker_runs_queued_analyses_before_live_frames():
+    """Priority in the worker itself (a recording analyzer stands in for the models, beside the real
+    journey above): analyses queued while a live frame runs go first; a session's newer live task
+    replaces its older one."""
+    from daemon.worker import Worker
+
+    order: list[str] = []
+
+    class Recorder:
+        def analyze(self, request):
+            order.append(f"analysis {request}")
+            return {}
+
+        def describe(self):
+            return {}
+
+        def close(self):
+            pass
+
+    worker = Worker(Recorder, queue_size=4)
+    worker.start(10)
+    running, release = threading.Event(), threading.Event()
+
+    def blocker(analyzer):
+        running.set()
+        release.wait(10)
+        order.append("live blocker")
+
+    worker.schedule_live("a", blocker)
+    assert running.wait(10)
+    worker.schedule_live("b", lambda analyzer: order.append("live b old"))
+    first, second = worker.submit("r1"), worker.submit("r2")
+    worker.schedule_live("b", lambda analyzer: order.append("live b new"))
+    assert worker.live_pending() == 1
+    release.set()
+    first.result(10), second.result(10)
+    deadline = time.monotonic() + 10
+    while len(order) < 4 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert order == ["live blocker", "analysis r1", "analysis r2", "live b new"]
+    worker.cancel_live("b")
+    assert worker.stop(5)
+
+
+def test_capture_settings_are_validated():
+    from daemon.config import ConfigError
+
+    for bad in ({"landmark": "heavy"}, {"hold_s": -1}, {"detect_every": 0}, {"max_offset_fraction": 0.7}):
+        with pytest.raises(ConfigError, match="capture."):
+            load_config(overrides={"capture": bad})
