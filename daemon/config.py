@@ -128,6 +128,9 @@ class CaptureConfig:
     max_sessions: int = 2
     # Landmark model of the live path (one pass per frame, no flip testing): lite or full.
     landmark: str = "full"
+    # ONNX Runtime threads of the live path's sessions: its passes run alone in the worker (never beside
+    # an analysis), so they may use every core.
+    threads: int = 2
     # Run the person detector every this many frames even while tracking (a second person walking in).
     detect_every: int = 15
     # Seconds every condition must hold with the person still before the view is captured.
@@ -264,6 +267,8 @@ def _validate_capture(capture: CaptureConfig) -> None:
         raise ConfigError(f"capture.landmark: lite or full, got {capture.landmark!r}")
     if capture.max_sessions < 0:
         raise ConfigError("capture.max_sessions: 0 or more")
+    if capture.threads < 1:
+        raise ConfigError("capture.threads: at least 1")
     if capture.detect_every < 1:
         raise ConfigError("capture.detect_every: at least 1")
     if not 0 <= capture.hold_s <= 10:

@@ -9,6 +9,7 @@ for the other between steps.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -100,13 +101,14 @@ class Analyzer:
         for backend in self._live_backends.values():
             backend.close()
 
-    def live_backend(self, landmark: str):
+    def live_backend(self, landmark: str, threads: int):
         """The live capture path's backend (detector + the `landmark` model), opened on first use in the
         worker thread: daemons that never see a capture session do not load the second model."""
         backend = self._live_backends.get(landmark)
         if backend is None:
             paths = model_paths(self.config.models.dir, landmark)
-            backend = open_backend({"detector": paths["detector"], "landmark": paths["landmark"]}, self.config.engine)
+            engine = dataclasses.replace(self.config.engine, threads=threads)
+            backend = open_backend({"detector": paths["detector"], "landmark": paths["landmark"]}, engine)
             self._live_backends[landmark] = backend
         return backend
 

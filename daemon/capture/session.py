@@ -219,7 +219,7 @@ class CaptureSession:
             self._pending_still = self._pending = None
             if self.closed:
                 return
-        backend = analyzer.live_backend(self.settings.landmark)
+        backend = analyzer.live_backend(self.settings.landmark, self.settings.threads)
         if still is not None:
             self._process_still(backend, still)
         if frame is not None:
