@@ -162,7 +162,7 @@ class CaptureSession:
         if name == "restart":
             with self._lock:
                 if self.complete:
-                    self._error(AnalysisError("validation", "the session is complete: open a new one with a new uuid"))
+                    self.send_error(AnalysisError("validation", "the session is complete: open a new one with a new uuid"))
                     return False
                 self._view_index = 0
                 self._photos.clear()
@@ -176,19 +176,19 @@ class CaptureSession:
                 candidate, view = self._latest, self.view
                 if candidate is None or view is None:
                     reason = "no frame has been processed yet" if view is not None else "both views are taken"
-                    self._error(AnalysisError("validation", f"cannot capture now: {reason}"))
+                    self.send_error(AnalysisError("validation", f"cannot capture now: {reason}"))
                     return False
                 self._capture(view, candidate, "command")
             return False
         if name == "still":
             view = payload.get("view")
             if view not in VIEWS:
-                self._error(AnalysisError("validation", "the still command needs \"view\": \"front\" or \"side\""))
+                self.send_error(AnalysisError("validation", "the still command needs \"view\": \"front\" or \"side\""))
                 return False
             with self._lock:
                 self._expect_still = view
             return False
-        self._error(AnalysisError(
+        self.send_error(AnalysisError(
             "validation", "unknown command: send {\"command\": \"restart\" | \"capture\" | \"still\"}",
             text="invalid command",
         ))
@@ -203,7 +203,7 @@ class CaptureSession:
             self._photos.clear()
             self._hold.reset()
 
-    def _error(self, error: AnalysisError, frame: int | None = None, fatal: bool = False) -> None:
+    def send_error(self, error: AnalysisError, frame: int | None = None, fatal: bool = False) -> None:
         metrics.count_error(error.kind)
         event: dict = {"event": "error", "fatal": fatal, "error": error.to_answer(self.uuid)}
         if frame is not None:
@@ -269,7 +269,7 @@ class CaptureSession:
         try:
             pixels, photo_size = self._decode(frame, "frame")
         except AnalysisError as exc:
-            self._error(exc, frame.index)
+            self.send_error(exc, frame.index)
             return
         now = time.monotonic()
         tracked = self._tracker.step(backend, pixels, photo_size, now)
@@ -328,14 +328,14 @@ class CaptureSession:
         try:
             pixels, photo_size = self._decode(still, "still")
         except AnalysisError as exc:
-            self._error(exc, still.index)
+            self.send_error(exc, still.index)
             return
         # A still comes from another camera: a fresh detection, not the preview's tracked ROI.
         probe = PoseTracker(min_score=self._tracker.min_score, min_presence=self._tracker.min_presence,
                             detect_every=1)
         tracked = probe.step(backend, pixels, photo_size, time.monotonic())
         if tracked.person is None:
-            self._error(AnalysisError("processing", f"no person found in the {still.still_view} still"), still.index)
+            self.send_error(AnalysisError("processing", f"no person found in the {still.still_view} still"), still.index)
             return
         stats = self._stats(tracked, pixels)
         with self._lock:
