@@ -11,8 +11,8 @@ What it does (frames are made in memory from ../shared/testdata/photos, never wr
     from sending a frame to receiving its guide event) p50 / p95. Targets: >= 25 /s, p95 <= 60 ms.
  4. One session at 60 fps: latency p50 / p95 / max in the first and second half (bounded: no backlog
     builds up) and the frames dropped for newer ones, as the guide events count them.
- 5. POST /analyze/skeleton-v2 with the test pair, --post-runs times with no stream, then as many while a
-    session streams at 30 fps: median latency of each and their ratio (target <= 1.3).
+ 5. POST /analyze/skeleton-v2 with the test pair, --post-runs pairs: one with the session paused, one
+    while it streams at 30 fps, alternately: median latency of each and their ratio (target <= 1.3).
  6. One session of --memory-frames frames at 30 fps: the server's resident memory (VmRSS) after the
     first 500 frames and every 1000 frames after; growth and slope (target < 5% growth).
 Figures, not assertions: on a shared machine they are noisy; compare within one run.
@@ -104,8 +104,10 @@ class StreamResult:
 
 
 async def stream(url: str, frames: list[bytes], fps: float, *, seconds: float | None = None,
-                 count: int | None = None, progress=None) -> StreamResult:
-    """One session: send frames at `fps` (for `seconds` or `count` frames), timing each guide event."""
+                 count: int | None = None, progress=None, gate: asyncio.Event | None = None) -> StreamResult:
+    """One session: send frames at `fps` (for `seconds` or `count` frames), timing each guide event.
+
+    gate: frames are sent only while it is set (the session stays open, idle, while it is clear)."""
     from websockets.asyncio.client import connect
 
     result = StreamResult(fps=fps)
@@ -135,11 +137,15 @@ async def stream(url: str, frames: list[bytes], fps: float, *, seconds: float | 
         started = time.perf_counter()
         receiver = asyncio.ensure_future(receive())
         index = 0
+        base, base_index = started, 0
         while True:
             elapsed = time.perf_counter() - started
             if (count is not None and index >= count) or (seconds is not None and elapsed >= seconds):
                 break
-            delay = started + index / fps - time.perf_counter()
+            if gate is not None and not gate.is_set():
+                await gate.wait()
+                base, base_index = time.perf_counter(), index
+            delay = base + (index - base_index) / fps - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
             sent_at[index] = time.perf_counter()
@@ -172,17 +178,34 @@ def post_latencies(base_url: str, template: bytes, runs: int) -> tuple[list[floa
     return latencies, problems
 
 
-async def post_while_streaming(ws_url: str, base_url: str, frames: list[bytes], template: bytes,
-                               runs: int) -> tuple[list[float], list[str]]:
-    """The same POSTs (from a thread) while this loop streams a session at 30 fps."""
-    streamer = asyncio.ensure_future(stream(ws_url, frames, 30.0, seconds=3600.0))
+async def post_interleaved(ws_url: str, base_url: str, frames: list[bytes], template: bytes,
+                           runs: int) -> tuple[list[float], list[float], list[str]]:
+    """POSTs alternately with the session paused and streaming at 30 fps (A/B pairs: the load of a
+    shared machine drifts alike for both). The POSTs run in a thread; the stream in this loop."""
+    gate = asyncio.Event()
+    gate.set()
+    streamer = asyncio.ensure_future(stream(ws_url, frames, 30.0, seconds=3600.0, gate=gate))
     await asyncio.sleep(2.0)  # the stream is in its stride before the first POST
+    alone: list[float] = []
+    during: list[float] = []
+    problems: list[str] = []
     try:
-        return await asyncio.to_thread(post_latencies, base_url, template, runs)
+        for _ in range(runs):
+            gate.clear()
+            await asyncio.sleep(0.5)  # the last frame's guide is out: the worker is idle
+            latencies, trouble = await asyncio.to_thread(post_latencies, base_url, template, 1)
+            alone += latencies
+            problems += trouble
+            gate.set()
+            await asyncio.sleep(0.5)
+            latencies, trouble = await asyncio.to_thread(post_latencies, base_url, template, 1)
+            during += latencies
+            problems += trouble
     finally:
         streamer.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await streamer
+    return alone, during, problems
 
 
 def session_url(base_url: str) -> str:
@@ -210,15 +233,14 @@ def run(args: argparse.Namespace) -> dict:
             results["fps60"] = asyncio.run(stream(session_url(server.base_url), frames, 60.0, seconds=args.seconds)).summary()
             log(f"  {json.dumps(results['fps60'])}")
 
-            log(f"POST /analyze/skeleton-v2 x{args.post_runs} without, then with a 30 fps stream")
-            alone, problems_alone = post_latencies(server.base_url, template, args.post_runs)
-            during, problems_during = asyncio.run(
-                post_while_streaming(session_url(server.base_url), server.base_url, frames, template, args.post_runs))
+            log(f"POST /analyze/skeleton-v2 x{args.post_runs}, each alone and while a session streams at 30 fps")
+            alone, during, problems = asyncio.run(
+                post_interleaved(session_url(server.base_url), server.base_url, frames, template, args.post_runs))
             results["post"] = {
                 "alone": summarize(alone), "while_streaming": summarize(during),
                 "ratio_median": ratio(statistics.median(during), statistics.median(alone)),
                 "ratio_p95": ratio(percentile(during, 95), percentile(alone, 95)),
-                "problems": (problems_alone + problems_during)[:5],
+                "problems": problems[:5],
             }
             log(f"  {json.dumps(results['post'])}")
 
