@@ -258,6 +258,8 @@ class CaptureMqtt:
         while not self._stop.wait(REAP_INTERVAL_S):
             now = time.monotonic()
             with self._lock:
-                idle = [key for key, seen in self._last_seen.items() if now - seen > limit]
+                # A complete session waits for its answer without frames: not idle.
+                idle = [key for key, seen in self._last_seen.items()
+                        if now - seen > limit and not self._sessions[key].complete]
             for key in idle:
                 self._end(key, CLOSE_DONE, f"idle for {limit:g} s")

@@ -36,9 +36,18 @@ class TrackedFrame:
 
     person: ViewPose | None  # the tracked person, in the frame's full pixels
     smoothed_px: np.ndarray | None  # (33, 2) keypoints smoothed for display
-    other_boxes: list[np.ndarray]  # xmin, ymin, xmax, ymax of other people at the last detector run
+    other_boxes: list[np.ndarray]  # other people's body boxes (xmin, ymin, xmax, ymax) at the last detector run
     people: int  # people the detector saw at its last run
     detected: bool  # the detector ran on this frame
+
+
+def body_box(detection: pose.Detection) -> np.ndarray:
+    """A detected person's whole-body box (xmin, ymin, xmax, ymax). The detector's own box is the face's;
+    its hip-centre and full-body scale points span the body: a circle around the hips through the scale
+    point encloses it, so the body is about twice that radius tall (its width is a guess, 0.8 x the radius)."""
+    centre, scale_point = detection.keypoints_px[0], detection.keypoints_px[1]
+    radius = float(np.hypot(*(scale_point - centre)))
+    return np.array([centre[0] - 0.4 * radius, centre[1] - radius, centre[0] + 0.4 * radius, centre[1] + radius])
 
 
 def _box_rank(box: np.ndarray, width: int, height: int) -> float:
@@ -112,10 +121,12 @@ class PoseTracker:
         """Run the detector: the best-ranked person's ROI (None when nobody); every box is kept."""
         height, width = pixels.shape[:2]
         detections = pose.detect(backend, pixels, self.min_score)
-        detections.sort(key=lambda d: _box_rank(d.box_px, width, height), reverse=True)
+        boxes = [body_box(d) for d in detections]
+        order = sorted(range(len(detections)), key=lambda i: _box_rank(boxes[i], width, height), reverse=True)
         self._people = len(detections)
         self._since_detect = 0
-        self._detected_boxes = [d.box_px for d in detections]
+        self._detected_boxes = [boxes[i] for i in order]
+        detections = [detections[i] for i in order]
         return pose.detection_roi(detections[0]) if detections else None
 
     def step(self, backend: Backend, pixels: np.ndarray, photo_size: tuple[int, int], timestamp: float) -> TrackedFrame:

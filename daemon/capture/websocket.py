@@ -144,6 +144,8 @@ async def _receive(websocket: WebSocket, manager: Any, session: Any, config: Con
         try:
             message = await asyncio.wait_for(websocket.receive(), settings.idle_timeout_s)
         except asyncio.TimeoutError:
+            if session.complete:
+                continue  # the kiosk has nothing more to send while its answer is being made
             await websocket.close(CLOSE_DONE, _reason(f"idle for {settings.idle_timeout_s:g} s"))
             return
         received_at = time.monotonic()
