@@ -37,7 +37,7 @@ def server(tmp_path_factory):
     config = load_config(overrides={
         "store": {"path": str(tmp_path_factory.mktemp("capture") / "results.sqlite3")},
         # A shorter hold keeps the test short; the default (1 s) is exercised by bench/capture.py.
-        "capture": {"hold_s": 0.6, "max_sessions": 2, "idle_timeout_s": 30},
+        "capture": {"hold_s": 0.6, "max_sessions": 2, "idle_timeout_s": 30, "max_frame_bytes": 4_000_000},
     })
     service = Service(config)
     service.start()
@@ -255,6 +255,7 @@ def test_session_limit_refuses_with_a_reason(server):
     ({"uuid": "a/b", "id": "x"}, "invalid field: uuid"),
     ({"uuid": "u-1", "id": "x", "height": "999"}, "invalid field: height"),
     ({"uuid": "u-1", "id": "x", "lang": "fr"}, "invalid field: lang"),
+    ({"uuid": "u-1", "id": "x", "kiosk": "nowhere"}, "invalid field: kiosk"),
 ])
 def test_bad_session_parameters_are_refused_in_the_seed_shape(server, params, text):
     url, _ = server
@@ -399,3 +400,23 @@ def test_capture_settings_are_validated():
     for bad in ({"landmark": "heavy"}, {"hold_s": -1}, {"detect_every": 0}, {"max_offset_fraction": 0.7}):
         with pytest.raises(ConfigError, match="capture."):
             load_config(overrides={"capture": bad})
+
+
+def test_a_frame_over_the_limit_closes_the_session_with_the_reason(server):
+    url, service = server
+
+    async def run() -> tuple[int, str]:
+        async with connect(ws_url(url, uuid=new_uuid(), id="member-7"), max_size=None) as ws:
+            await ws.recv()
+            await ws.send(b"\xff" * 4_000_001)
+            with pytest.raises(ConnectionClosed):
+                while True:
+                    await ws.recv()
+            return ws.close_code, ws.close_reason
+
+    code, reason = asyncio.run(run())
+    assert code == 1009 and reason == "frame too large: 4000001 bytes, the limit is 4000000"
+    deadline = time.monotonic() + 10
+    while service.capture.count() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert service.capture.count() == 0

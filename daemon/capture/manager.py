@@ -76,6 +76,10 @@ class CaptureManager:
         if not self.settings.enabled:
             raise CaptureRefused(AnalysisError("validation", "live capture is disabled (capture.enabled = false)",
                                                text="capture disabled"), CLOSE_POLICY, "live capture is disabled")
+        kiosk = params.request.kiosk
+        if kiosk is not None and kiosk not in self.config.calibration.kiosks:
+            error = AnalysisError("validation", f"unknown kiosk {kiosk!r}", text="invalid field: kiosk")
+            raise CaptureRefused(error, CLOSE_POLICY, "invalid request: invalid field: kiosk")
         if not self._accepting or not self.service.worker.accepting:
             raise CaptureRefused(AnalysisError("overload", "the daemon is shutting down"), CLOSE_GOING_AWAY,
                                  "daemon shutting down")
