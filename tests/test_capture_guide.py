@@ -127,3 +127,19 @@ def test_tracker_sees_a_second_person(full_backend):
     step = tracker.step(full_backend, _reduced(frame), (1280, 720), 0.0)
     assert step.person is not None and step.people == 2 and len(step.other_boxes) == 1
     assert "several_people" in conditions("front", step.person, step.other_boxes, LIT, SETTINGS)
+
+
+def test_a_back_to_the_camera_is_told_to_turn_around(full_backend):
+    """The model reports a face even from behind; the nose behind the hips gives the back view away."""
+    import cv2
+    from conftest import testdata_path
+
+    found = {}
+    for name in ("pranjal_back.png", "pranjal_front.png"):
+        photo = cv2.imread(str(testdata_path("photos", "synthetic", name)), cv2.IMREAD_COLOR)
+        tracker = PoseTracker(min_score=0.5, min_presence=0.5, detect_every=15)
+        step = tracker.step(full_backend, _reduced(compose(photo, 0.95)), (1280, 720), 0.0)
+        assert step.person is not None, name
+        found[name] = conditions("front", step.person, step.other_boxes, LIT, SETTINGS)
+    assert found["pranjal_back.png"] == ["facing_away"]
+    assert "facing_away" not in found["pranjal_front.png"]

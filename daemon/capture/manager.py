@@ -111,8 +111,7 @@ class CaptureManager:
             self.service.worker.schedule_live(session.key, session.run_pending)
 
     def command(self, session: CaptureSession, payload: Any) -> None:
-        if session.command(payload):
-            self.service.worker.schedule_live(session.key, session.run_pending)
+        session.command(payload)
 
     # -- the final analysis -----------------------------------------------------------------------
 

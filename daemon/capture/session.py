@@ -153,46 +153,44 @@ class CaptureSession:
             self._pending = _Frame(index, data, received_at)
             return True
 
-    def command(self, payload: Any) -> bool:
-        """A kiosk command (a parsed JSON value); True when the worker has something to do.
+    def command(self, payload: Any) -> None:
+        """A kiosk command (a parsed JSON value); unknown or malformed ones get a non-fatal error event.
 
-        Unknown or malformed commands get a non-fatal error event.
-        """
+        Commands only change the state: none needs the models, so none waits for the worker."""
         name = payload.get("command") if isinstance(payload, dict) else None
         if name == "restart":
             with self._lock:
                 if self.complete:
                     self.send_error(AnalysisError("validation", "the session is complete: open a new one with a new uuid"))
-                    return False
+                    return
                 self._view_index = 0
                 self._photos.clear()
                 self._hold.reset()
                 self._still_requested = False
                 view = self.view
             self.output.send({"event": "restarted", "view": view})
-            return False
+            return
         if name == "capture":
             with self._lock:
                 candidate, view = self._latest, self.view
                 if candidate is None or view is None:
                     reason = "no frame has been processed yet" if view is not None else "both views are taken"
                     self.send_error(AnalysisError("validation", f"cannot capture now: {reason}"))
-                    return False
+                    return
                 self._capture(view, candidate, "command")
-            return False
+            return
         if name == "still":
             view = payload.get("view")
             if view not in VIEWS:
                 self.send_error(AnalysisError("validation", "the still command needs \"view\": \"front\" or \"side\""))
-                return False
+                return
             with self._lock:
                 self._expect_still = view
-            return False
+            return
         self.send_error(AnalysisError(
             "validation", "unknown command: send {\"command\": \"restart\" | \"capture\" | \"still\"}",
             text="invalid command",
         ))
-        return False
 
     def close(self) -> None:
         """The transport is gone: drop the pending frames, free the tracker's state."""
