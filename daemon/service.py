@@ -107,6 +107,7 @@ class Service:
             "queue_size": self.worker.queue_size,
             "accepting": self.worker.accepting,
             "transports": dict(self.transport_status),
+            "capture_sessions": self.capture.count(),
         }
 
     def has_room(self) -> bool:

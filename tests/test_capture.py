@@ -216,6 +216,7 @@ def test_disconnect_mid_session_leaves_nothing_running(server, photos):
     assert leftover == [], leftover
     metrics = httpx.get(f"{url}/metrics", timeout=30).text
     assert "skeleton_capture_sessions 0.0" in metrics
+    assert httpx.get(f"{url}/healthz", timeout=30).json()["capture_sessions"] == 0
 
 
 def test_session_limit_refuses_with_a_reason(server):
