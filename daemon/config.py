@@ -147,6 +147,9 @@ class CaptureConfig:
     max_frame_bytes: int = 16 * 1024 * 1024
     # A session with no frame or command for this long is closed.
     idle_timeout_s: float = 30.0
+    # Browser pages from other origins may open sessions (off: only the daemon's own pages, and clients
+    # that send no Origin header).
+    allow_any_origin: bool = False
     # How long the captured pair may wait for room in a full analysis queue before "server busy".
     analysis_wait_s: float = 30.0
 

@@ -421,3 +421,22 @@ def test_a_frame_over_the_limit_closes_the_session_with_the_reason(server):
     while service.capture.count() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert service.capture.count() == 0
+
+
+def test_pages_from_other_origins_are_refused(server):
+    """A page anywhere on the web must not stream to the kiosk's daemon through the kiosk's browser."""
+    url, _ = server
+    host = url.removeprefix("http://")
+
+    async def run(origin: str) -> tuple[dict, int | None, str | None]:
+        async with connect(ws_url(url, uuid=new_uuid(), id="member-8"), origin=origin) as ws:
+            event = json.loads(await ws.recv())
+            if event["event"] == "error":
+                with pytest.raises(ConnectionClosed):
+                    await ws.recv()
+            return event, ws.close_code, ws.close_reason
+
+    event, code, reason = asyncio.run(run("https://evil.example"))
+    assert event["error"]["data"]["errors"] == "forbidden origin" and (code, reason) == (1008, "forbidden origin")
+    event, _, _ = asyncio.run(run(f"http://{host}"))
+    assert event["event"] == "session"

@@ -78,6 +78,18 @@ async def _refuse(websocket: WebSocket, error: AnalysisError, code: int, reason:
     await websocket.close(code, _reason(reason))
 
 
+def same_origin(websocket: WebSocket) -> bool:
+    """A browser's WebSocket carries its page's Origin, and no CORS check protects it: a page from
+    anywhere could stream to a daemon on the kiosk's loopback. Only the daemon's own pages (same host and
+    port as the request) may; clients that send no Origin (kiosk apps, scripts) are not browsers' pages."""
+    origin = websocket.headers.get("origin")
+    if origin is None:
+        return True
+    host = websocket.headers.get("host", "")
+    scheme, _, rest = origin.partition("://")
+    return scheme in ("http", "https") and rest.rstrip("/").lower() == host.lower()
+
+
 def capture_route(service: Any, config: Config) -> WebSocketRoute:
     """The `/capture` WebSocket route for create_app."""
     token = config.http.token
@@ -96,6 +108,11 @@ def capture_route(service: Any, config: Config) -> WebSocketRoute:
     async def capture(websocket: WebSocket) -> None:
         await websocket.accept()
         metrics.count_request("websocket")
+        if not config.capture.allow_any_origin and not same_origin(websocket):
+            error = AnalysisError("validation", "the page's origin may not open capture sessions "
+                                  "(capture.allow_any_origin)", text="forbidden origin")
+            await _refuse(websocket, error, CLOSE_POLICY, "forbidden origin")
+            return
         if not authorized(websocket):
             error = AnalysisError("validation", "a valid token is required (query parameter token, or "
                                   "an Authorization: Bearer header)", text="unauthorized")
