@@ -192,8 +192,11 @@ def _make_uvicorn_server(app: Any, config: Config) -> Any:
         lifespan="off",
         timeout_graceful_shutdown=max(1, int(config.worker.stop_timeout_s)),
         server_header=False,
-        # Live capture frames arrive as WebSocket messages (docs/capture.md).
+        # Live capture frames arrive as WebSocket messages (docs/capture.md). The session takes each as it
+        # comes (newest wins); a few unread ones at most wait in uvicorn (its default 32 x 16 MB is half a
+        # gigabyte per connection), and a client sending faster than it is read is slowed by TCP.
         ws_max_size=config.capture.max_frame_bytes,
+        ws_max_queue=4,
     )
     return _Server(uv_config)
 
