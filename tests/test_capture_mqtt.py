@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import queue
 import socket
+import time
 import uuid as uuidlib
 
 import jsonschema
@@ -182,3 +183,78 @@ def test_mqtt_topic_parsing(daemon):
     assert bridge.parse_topic(f"{p}/capture/a/b/c/frame") is None
     assert bridge.parse_topic(f"{p}/request") is None
     assert bridge.result_topic("kiosk-1", "u-1") == f"{p}/result/kiosk-1/u-1"
+
+
+def test_the_example_acl_keeps_each_kiosk_in_its_own_capture_tree(daemon, tmp_path):
+    """deploy/mosquitto.acl on a broker of its own: kiosk-01 streams in its tree and is guided; kiosk-02 can
+    neither read kiosk-01's frames and guides nor start a session in kiosk-01's tree."""
+    import dataclasses
+    import shutil
+    import subprocess
+
+    from conftest import REPO_ROOT
+    from test_mqtt import Broker, wait_until
+
+    _, service, _ = daemon
+    passwords = tmp_path / "passwd"
+    passwords.touch()
+    for user in ("skeletond", "kiosk-01", "kiosk-02"):
+        subprocess.run([shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd", "-b", str(passwords),
+                        user, f"{user}-secret"], check=True, capture_output=True)
+    broker = Broker(tmp_path / "broker",
+                    extra_config=f"password_file {passwords}\nacl_file {REPO_ROOT / 'deploy' / 'mosquitto.acl'}\n")
+    broker.conf.write_text(broker.conf.read_text().replace("allow_anonymous true", "allow_anonymous false"))
+    broker.start()
+    prefix = "skeleton/v2"  # the example ACL is written for the default prefix
+    config = dataclasses.replace(service.config, mqtt=dataclasses.replace(
+        service.config.mqtt, url=f"mqtt://127.0.0.1:{broker.port}", topic_prefix=prefix, username="skeletond",
+        password="skeletond-secret", client_id=f"skeletond-acl-{uuidlib.uuid4().hex[:8]}"))
+    bridge = CaptureMqtt(service, config)
+    seen_by_02: list[str] = []
+    clients = []
+    try:
+        bridge.start()
+        assert bridge.connected.wait(20)
+
+        def client(user: str) -> mqtt.Client:
+            c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"{user}-{uuidlib.uuid4().hex[:6]}",
+                            protocol=mqtt.MQTTv5)
+            c.username_pw_set(user, f"{user}-secret")
+            c.connect("127.0.0.1", broker.port)
+            c.loop_start()
+            clients.append(c)
+            return c
+
+        own, other = client("kiosk-01"), client("kiosk-02")
+        events: queue.Queue = queue.Queue()
+        own.on_message = lambda c, u, m: events.put((m.topic, json.loads(m.payload)))
+        other.on_message = lambda c, u, m: seen_by_02.append(m.topic)
+        uuid = str(uuidlib.uuid4())
+        tree = f"{prefix}/capture/kiosk-01/{uuid}"
+        own.subscribe([(f"{tree}/guide", 0), (f"{tree}/event", 1)])
+        other.subscribe(f"{prefix}/capture/#", qos=1)
+        time.sleep(0.5)  # both SUBACKs in
+        own.publish(f"{tree}/start", json.dumps({"id": "member-11"}).encode(), qos=1).wait_for_publish(10)
+        topic, opening = events.get(timeout=EVENT_TIMEOUT_S)
+        assert topic == f"{tree}/event" and opening["event"] == "session"
+        frame = jpeg(compose(load_photo("front", "fitlens_p1_front.jpg"), 0.9))
+        own.publish(f"{tree}/frame", frame, qos=0)
+        guide = None
+        while guide is None:
+            topic, message = events.get(timeout=EVENT_TIMEOUT_S)
+            guide = message if message.get("event") == "guide" else None
+        # kiosk-02 tries to start a session in kiosk-01's tree: the broker drops it.
+        other.publish(f"{prefix}/capture/kiosk-01/{uuidlib.uuid4()}/start", b'{"id": "x"}', qos=1).wait_for_publish(10)
+        time.sleep(1.0)
+        assert bridge.session_count() == 1
+        own.publish(f"{tree}/command", b'{"command": "stop"}', qos=1).wait_for_publish(10)
+        wait_until(lambda: bridge.session_count() == 0, 20, "the stopped session to end")
+    finally:
+        for c in clients:
+            c.disconnect()
+            c.loop_stop()
+        bridge.stop()
+        service.capture.result_listeners.remove(bridge._publish_result)
+        broker.stop()
+    assert guide["frame"] == 0
+    assert seen_by_02 == [], "a kiosk must not read another kiosk's frames or guides"
