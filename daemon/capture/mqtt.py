@@ -33,6 +33,7 @@ from daemon.capture.session import CaptureSession, parse_session_params
 from daemon.config import Config
 from daemon.errors import AnalysisError
 from daemon.request import uuid_problem
+from daemon.topics import Topics
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +69,8 @@ class CaptureMqtt:
         self.manager = service.capture
         self.config = config
         mqtt_config = config.mqtt
-        self.prefix = mqtt_config.topic_prefix.rstrip("/")
+        self.topics = Topics.under(mqtt_config.topic_prefix)
+        self.prefix = self.topics.prefix
         self._host, self._port, tls, url_user, url_password = broker_address(mqtt_config.url or "")
         self._lock = threading.Lock()
         self._sessions: dict[tuple[str | None, str], CaptureSession] = {}
@@ -101,12 +103,11 @@ class CaptureMqtt:
     # -- topics -----------------------------------------------------------------------------------
 
     def _tree(self, key: tuple[str | None, str]) -> str:
-        kiosk, uuid = key
-        return f"{self.prefix}/capture/{uuid}" if kiosk is None else f"{self.prefix}/capture/{kiosk}/{uuid}"
+        return self.topics.capture(*key)
 
     def result_topic(self, kiosk: str | None, uuid: str) -> str:
-        """The kiosk's usual result topic (the request bridge's per-kiosk layout)."""
-        return f"{self.prefix}/result/{uuid}" if kiosk is None else f"{self.prefix}/result/{kiosk}/{uuid}"
+        """The kiosk's usual result topic, as the request bridge answers it."""
+        return self.topics.result(kiosk, uuid)
 
     def parse_topic(self, topic: str) -> tuple[tuple[str | None, str], str] | None:
         """((kiosk, uuid), leaf) of an incoming capture topic; None for anything else."""
@@ -120,7 +121,7 @@ class CaptureMqtt:
             kiosk, uuid, leaf = levels
         else:
             return None
-        if leaf not in _LEAVES_IN or uuid_problem(uuid) or (kiosk is not None and not kiosk):
+        if leaf not in _LEAVES_IN or uuid_problem(uuid) or (kiosk is not None and (not kiosk or "+" in kiosk or "#" in kiosk)):
             return None
         return (kiosk, uuid), leaf
 
