@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from daemon import guidance
+from daemon.facing import arms_posture, facing
 from daemon.measures import body_yaw_deg
 from daemon.views import BP, ViewPose
 
@@ -21,11 +22,6 @@ VIEWS = ("front", "side")
 # A wrist this far up the torso (0 = hips, 1 = shoulders) means a raised arm (hands on hips sit near 0.1,
 # hanging arms below 0).
 ARM_RAISED_TORSO_FRACTION = 0.5
-# The back to the camera: the nose behind the hip centre in the world landmarks (metres, z away from the
-# camera). Facing the camera it sits 0.2-0.35 m in front; from behind the model puts it 0.1-0.15 m behind
-# (a drawn and a photographed back view), also when it still reports the face as visible. Unlike the
-# left/right order of the shoulders this does not flip in a mirrored frame.
-FACING_AWAY_NOSE_Z_M = 0.0
 # Keypoints used for stillness and centring: the trunk and legs (hands and face move without the posture
 # changing, and the model's face points are the least steady).
 STILLNESS_POINTS = np.array([BP[name] for name in (
@@ -130,17 +126,17 @@ def conditions(view: str, person: ViewPose | None, other_boxes: list[np.ndarray]
     if view == "front":
         face = person.visibility[[BP[n] for n in ("nose", "left_eye", "right_eye")]].max()
         turned = ratio < guidance.FRONT_MIN_SHOULDER_TORSO_RATIO or (yaw is not None and yaw > guidance.FRONT_MAX_YAW_DEG)
-        nose_behind = bool(np.any(person.world_m)) and person.world_m[BP["nose"], 2] > FACING_AWAY_NOSE_Z_M
         if turned:
             codes.append("face_camera")
-        elif face < guidance.MIN_VISIBILITY or nose_behind:
+        elif face < guidance.MIN_VISIBILITY or facing(person).direction == "away":
+            # The model reports a face from behind too: the analysis's own facing verdict tells a back.
             codes.append("facing_away")
     else:
         turned = ratio > guidance.SIDE_MAX_SHOULDER_TORSO_RATIO or (yaw is not None and yaw < guidance.SIDE_MIN_YAW_DEG)
         if turned:
             codes.append("turn_side")
 
-    if _arms_raised(person):
+    if _arms_raised(person) or arms_posture(person) is not None:  # raised, crossed, hands on hips
         codes.append("arms_down")
     if stats.brightness is not None and stats.brightness < guidance.DARK_MEAN_LUMA:
         codes.append("too_dark")
