@@ -83,6 +83,9 @@ class StreamResult:
     guides: int = 0
     latencies_ms: list[tuple[int, float]] = field(default_factory=list)  # (frame, ms)
     server_latencies_ms: list[float] = field(default_factory=list)  # the daemon's own (latency_ms)
+    # How late the client woke for each frame's send time: a starved client (a busy machine) shows here,
+    # and its lateness is in the client-side latency too.
+    pacing_late_ms: list[float] = field(default_factory=list)
     dropped: int = 0
     errors: list[str] = field(default_factory=list)
     captured: int = 0
@@ -96,6 +99,7 @@ class StreamResult:
             "fps_sent": self.fps, "frames_sent": self.sent, "seconds": round(self.seconds, 2),
             "guide_events": self.guides, "guides_per_s": round(self.guides / self.seconds, 2) if self.seconds else None,
             "latency": summarize(values), "server_latency": summarize(self.server_latencies_ms),
+            "client_pacing_late": summarize(self.pacing_late_ms),
             "latency_first_half": summarize(first),
             "latency_second_half": summarize(second),
             "dropped": self.dropped, "dropped_pct": round(100.0 * self.dropped / self.sent, 1) if self.sent else None,
@@ -145,9 +149,11 @@ async def stream(url: str, frames: list[bytes], fps: float, *, seconds: float | 
             if gate is not None and not gate.is_set():
                 await gate.wait()
                 base, base_index = time.perf_counter(), index
-            delay = base + (index - base_index) / fps - time.perf_counter()
+            due = base + (index - base_index) / fps
+            delay = due - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
+            result.pacing_late_ms.append((time.perf_counter() - due) * 1000.0)
             sent_at[index] = time.perf_counter()
             await ws.send(frames[index % len(frames)])
             index += 1
@@ -292,7 +298,13 @@ def report(results: dict) -> None:
          f"{latency(fps60.get('latency'), 'p95_ms')}"), "", ""),
         ("60 fps: p95 first half / second half ms", (f"{latency(fps60.get('latency_first_half'), 'p95_ms')} / "
          f"{latency(fps60.get('latency_second_half'), 'p95_ms')}"), "bounded", ""),
+        ("60 fps: in-daemon latency p50 / p95 ms", (f"{latency(fps60.get('server_latency'), 'median_ms')} / "
+         f"{latency(fps60.get('server_latency'), 'p95_ms')}"), "", ""),
         ("60 fps: frames dropped", f"{fps60.get('dropped')} ({fps60.get('dropped_pct')}%)", "counted", ""),
+        ("client woke late p95, 30 / 60 fps ms", (f"{latency(fps30.get('client_pacing_late'), 'p95_ms')} / "
+         f"{latency(fps60.get('client_pacing_late'), 'p95_ms')}"), "~0", "busy" if max(
+            latency(fps30.get("client_pacing_late"), "p95_ms") or 0,
+            latency(fps60.get("client_pacing_late"), "p95_ms") or 0) > 10 else "quiet"),
         ("POST median alone / while streaming ms", (f"{latency(post.get('alone'), 'median_ms')} / "
          f"{latency(post.get('while_streaming'), 'median_ms')}"), "", ""),
         ("POST ratio (median)", post.get("ratio_median"), f"<= {TARGETS['post_ratio']:g}",
