@@ -336,17 +336,9 @@ def test_kiosk_streams_the_camera_draws_guidance_and_shows_the_report(browser, s
     context.close()
 
 
-def _has_capture_route(service_app_routes) -> bool:
-    return any(getattr(route, "path", "") == "/capture" for route in service_app_routes)
-
-
 def test_kiosk_reaches_a_report_through_the_live_capture_websocket(browser, site):  # noqa: F811
-    """End to end: fake camera -> /kiosk -> the daemon's /capture WebSocket -> the report."""
-    from daemon.http import create_app
-
-    routes = create_app(site["service"], site["service"].config).routes
-    if not _has_capture_route(routes):
-        pytest.skip("the daemon has no /capture WebSocket yet (the capture work has not landed on this branch)")
+    """End to end: fake camera -> /kiosk -> the daemon's /capture WebSocket (real live path, auto-capture
+    of front then side, the full analysis) -> the report, stored in the member's history."""
     context = browser.new_context(base_url=site["url"], viewport={"width": 1080, "height": 1920})
     page = context.new_page()
     page.goto(f"/kiosk?lang=en&id={quote(MEMBER)}&height=172&autostart=1&reset=0#token={TOKEN}")
@@ -359,5 +351,7 @@ def test_kiosk_reaches_a_report_through_the_live_capture_websocket(browser, site
     assert frame.locator("tr[data-measure]").count() == len(MEASURES)
     assert page.locator("#qr svg").count() == 1
     stored = site["client"].get(f"/results/{uuid}")
-    assert stored.status_code == 200
+    assert stored.status_code == 200 and stored.json()["state"] == 0
+    history = site["client"].get(f"/members/{quote(MEMBER)}/history", headers={"Accept": "application/json"})
+    assert uuid in [visit["uuid"] for visit in history.json()["visits"]]
     context.close()
