@@ -121,13 +121,26 @@ def _birthday(value: object) -> dt.date | None:
     return None
 
 
-def parse_request(payload: bytes | str | dict) -> AnalyzeRequest:
-    """A Job from the request JSON; AnalysisError(validation | image_load) says what is wrong."""
+def _load_json(payload: bytes | bytearray | str) -> object:
+    try:
+        return orjson.loads(payload)
+    except orjson.JSONDecodeError as exc:
+        raise AnalysisError("validation", f"body is not JSON: {exc}", text="invalid JSON") from None
+
+
+def parse_owned_body(owned: list[bytes | bytearray]) -> AnalyzeRequest:
+    """parse_request of the one body in `owned`, taken out and freed as soon as its JSON is read (a large
+    upload is then never held as raw body, JSON strings and decoded photos all at once)."""
+    payload = _load_json(owned.pop())
     if not isinstance(payload, dict):
-        try:
-            payload = orjson.loads(payload)
-        except orjson.JSONDecodeError as exc:
-            raise AnalysisError("validation", f"body is not JSON: {exc}", text="invalid JSON") from None
+        raise AnalysisError("validation", "body must be a JSON object", text="invalid JSON")
+    return parse_request(payload)
+
+
+def parse_request(payload: bytes | bytearray | str | dict) -> AnalyzeRequest:
+    """A Job from the request JSON; AnalysisError(validation | image_load) says what is wrong."""
+    if isinstance(payload, (bytes, bytearray, str)):
+        payload = _load_json(payload)
     if not isinstance(payload, dict):
         raise AnalysisError("validation", "body must be a JSON object", text="invalid JSON")
 
