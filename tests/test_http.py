@@ -260,6 +260,47 @@ def test_server_stays_up_and_metrics_count_everything(real):
     assert 'skeleton_stage_seconds_count{stage="decode"}' in text
 
 
+def as_format(jpeg: bytes, fmt: str) -> bytes:
+    """A test photo re-saved as `fmt`; MPO as a phone writes it (the photo, then a gain-map-like image)."""
+    image = Image.open(io.BytesIO(jpeg))
+    image.load()
+    out = io.BytesIO()
+    if fmt == "HEIF":
+        pytest.importorskip("pillow_heif", reason="HEIC needs the 'heic' extra (pillow-heif)").register_heif_opener()
+    if fmt == "MPO":
+        gain_map = image.resize((image.width // 2, image.height // 2)).convert("L").convert("RGB")
+        image.save(out, "MPO", save_all=True, append_images=[gain_map], quality=92)
+    elif fmt in ("BMP", "TIFF"):
+        # Uncompressed: a kiosk camera's smaller frame, to stay under this server's 2 MB body limit.
+        image.resize((image.width * 640 // image.height, 640)).save(out, fmt)
+    else:
+        image.save(out, fmt, **({"quality": 90} if fmt in ("WEBP", "AVIF", "HEIF") else {}))
+    return out.getvalue()
+
+
+B64_FORMS = {
+    "url-safe, no padding": lambda data: base64.urlsafe_b64encode(data).decode().rstrip("="),
+    "data URL, MIME lines": lambda data: "data:image/jpeg;base64," + base64.encodebytes(data).decode(),
+    "percent-encoded": lambda data: b64(data).replace("+", "%2B").replace("/", "%2F").replace("=", "%3D"),
+}
+
+
+@pytest.mark.parametrize(
+    ("front_format", "side_format", "form"),
+    [("MPO", "TIFF", "url-safe, no padding"), ("HEIF", "BMP", "data URL, MIME lines"),
+     ("AVIF", "PNG", "percent-encoded")],
+)
+def test_phone_formats_and_base64_forms_are_analysed(real, front_format, side_format, form):
+    front = as_format(photo("front", "fitlens_p4_front.jpg"), front_format)
+    side = as_format(photo("side", "fitlens_p4_side.jpg"), side_format)
+    encode = B64_FORMS[form]
+    payload = request_json(f"http-fmt-{front_format}", forigimg=encode(front), sorigimg=encode(side))
+    response = real.post("/analyze/skeleton-v2", json=payload)
+    assert response.status_code == 200, response.text[:500]
+    answer = response.json()
+    assert answer["state"] == 0 and len(json.loads(answer["far_coords"])) == 22
+
+
 # -- beside the real tests: a worker that can be held still ---------------------------------------
 
 
