@@ -61,7 +61,7 @@ def probe(data: bytes, view: str, max_pixels: int) -> tuple[str, int, int, int]:
     except UnidentifiedImageError:
         raise AnalysisError("image_load", f"{view} image: not an image in a supported format ({_FORMAT_NAMES})") from None
     except Exception as exc:  # noqa: BLE001 - a hostile header may trip any decoder: it is the photo's fault
-        raise AnalysisError("image_load", f"{view} image: unreadable header ({type(exc).__name__}: {exc})") from None
+        raise AnalysisError("image_load", f"{view} image: unreadable header ({type(exc).__name__}: {str(exc)[:200]})") from None
     if image_format not in SUPPORTED_FORMATS:
         raise AnalysisError(
             "image_load", f"{view} image: format {image_format} is not supported (supported: {_FORMAT_NAMES})"

@@ -136,12 +136,25 @@ def _number(payload: dict, name: str, low: float, high: float, unit: str) -> flo
             value = float(value)
         except ValueError:
             value = None
+    if isinstance(value, int) and not isinstance(value, bool) and not -1e300 < value < 1e300:
+        value = None  # float() of a huge int raises OverflowError
     if not isinstance(value, (int, float)) or not low <= float(value) <= high:
         raise AnalysisError(
-            "validation", f"field '{name}' must be a number from {low:g} to {high:g} ({unit}), got {payload[name]!r}",
+            "validation",
+            f"field '{name}' must be a number from {low:g} to {high:g} ({unit}), got {_shown(payload[name])}",
             text=f"invalid field: {name}",
         )
     return float(value)
+
+
+def _shown(value: object, limit: int = 40) -> str:
+    """A short repr for an error detail: never megabytes of the client's own input echoed back."""
+    if isinstance(value, int) and not isinstance(value, bool) and not -1e300 < value < 1e300:
+        return "a huge integer"
+    if isinstance(value, (dict, list)):
+        return f"a JSON {'object' if isinstance(value, dict) else 'array'}"
+    text = repr(value if not isinstance(value, str) else value[: limit + 1])
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _birthday(value: object) -> dt.date | None:

@@ -115,3 +115,19 @@ def test_what_is_not_base64_is_an_image_load_error_that_says_why(text, words):
     assert raised.value.kind == "image_load"
     assert raised.value.to_answer()["data"]["errors"] == "image load error"
     assert raised.value.detail.startswith("side image") and words in raised.value.detail, raised.value.detail
+
+
+# -- found by tests/test_fuzz.py --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "value", [10**400, -(10**5000), "9" * 5000, "x" * 1_000_000, [1, 2], {"cm": 170}],
+    ids=["1e400 int", "5000-digit int", "5000-digit string", "1 MB string", "array", "object"],
+)
+def test_numbers_far_out_of_range_are_refused_with_a_short_detail(value):
+    # 10**400 raised OverflowError in float(); a 5000-digit int cannot even be repr'd (Python's digit
+    # limit); a megabyte string was echoed whole into the answer's detail.
+    with pytest.raises(AnalysisError) as raised:
+        parse_request(_payload(height=value))
+    assert raised.value.kind == "validation" and raised.value.to_answer()["data"]["errors"] == "invalid field: height"
+    assert len(raised.value.detail) < 120, raised.value.detail
