@@ -4,6 +4,7 @@ POST /analyze/skeleton-v2   the seed's request JSON -> the skeleton-v2 answer (e
 GET  /results/{uuid}        a stored answer (token required whenever HTTP listens beyond loopback)
 GET  /healthz               liveness, analyzer backend, queue depth, transport states
 GET  /metrics               Prometheus text format
+GET  /openapi.json          this API as an OpenAPI 3.1 document (daemon/contract/)
 """
 
 from __future__ import annotations
@@ -13,15 +14,19 @@ import hmac
 import ipaddress
 import logging
 
+import orjson
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.convertors import Convertor, register_url_convertor
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from daemon import metrics
-from daemon.answer import answer_json
+from daemon.answer import SOFTWARE_VERSION, answer_json
 from daemon.config import Config
+from daemon.contract.openapi import build_openapi
 from daemon.errors import AnalysisError
 from daemon.request import parse_owned_body, uuid_problem
 from daemon.service import Service, release_free_memory
@@ -54,8 +59,47 @@ def _error_response(error: AnalysisError, uuid: str | None = None) -> Response:
     return _json(error.to_answer(uuid), error.http_status, headers)
 
 
-def _refusal(status: int, text: str, detail: str, headers: dict[str, str] | None = None) -> Response:
-    return _json({"data": {"state": -1, "errors": text, "detail": detail}}, status, headers)
+def _refusal(
+    status: int, text: str, detail: str, headers: dict[str, str] | None = None, kind: str | None = None
+) -> Response:
+    """A refusal of the HTTP layer itself (no token, no result) in the seed's error shape."""
+    kind = kind or text.replace(" ", "_")
+    return _json({"data": {"state": -1, "errors": text, "detail": detail, "kind": kind}}, status, headers)
+
+
+async def _http_exception(request: Request, exc: Exception) -> Response:
+    """Starlette's own refusals (no such route, wrong method) in the seed's error shape too."""
+    status = getattr(exc, "status_code", 500)
+    headers = getattr(exc, "headers", None)
+    if status == 404:
+        return _refusal(404, "not found", f"no route {request.method} {request.url.path}", kind="not_found")
+    if status == 405:
+        return _refusal(405, "method not allowed", f"{request.method} is not allowed here", headers,
+                        kind="method_not_allowed")
+    return _refusal(status, "invalid request", str(getattr(exc, "detail", "")) or "refused", headers,
+                    kind="validation")
+
+
+class _AnyText(Convertor):
+    """A path parameter matching any text, newlines included (Starlette's `path` stops at one, and the
+    request then fell through to a plain-text 404 instead of the uuid's own 400)."""
+
+    regex = "[\\s\\S]*"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("anytext", _AnyText())
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    """An exception no handler caught: the seed's `internal` error (documented 500), not a bare text page."""
+    log.error("unexpected %s on %s %s", type(exc).__name__, request.method, request.url.path, exc_info=exc)
+    return _error_response(AnalysisError("internal", f"unexpected {type(exc).__name__}; see the daemon's log"))
 
 
 class _TooLarge(Exception):
@@ -204,10 +248,18 @@ def create_app(service: Service, config: Config) -> Starlette:
         metrics.set_queue_depth(service.worker.depth())
         return Response(metrics.render(), media_type=metrics.CONTENT_TYPE)
 
+    openapi_json = orjson.dumps(build_openapi(
+        version=SOFTWARE_VERSION, token_required=token is not None, results_need_token=results_need_token,
+    ))
+
+    async def openapi(request: Request) -> Response:
+        return Response(openapi_json, media_type=JSON)
+
     routes = [
+        Route("/openapi.json", openapi, methods=["GET"]),
         Route("/analyze/skeleton-v2", analyze, methods=["POST"]),
-        Route("/results/{uuid:path}", result, methods=["GET"]),
+        Route("/results/{uuid:anytext}", result, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
     ]
-    return Starlette(routes=routes)
+    return Starlette(routes=routes, exception_handlers={Exception: _unexpected, HTTPException: _http_exception})

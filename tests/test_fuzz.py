@@ -29,6 +29,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from daemon.contract import load_schema
 from daemon.errors import AnalysisError
 from daemon.imageio import SUPPORTED_FORMATS, decode_upright
 from daemon.request import AnalyzeRequest, parse_owned_body, parse_request
@@ -42,21 +43,8 @@ FUZZ = settings(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example],
 )
 
-# The seed's error shape (the answer's error object), checked on every refusal.
-ERROR_SHAPE = {
-    "type": "object",
-    "required": ["data"],
-    "properties": {
-        "data": {
-            "type": "object",
-            "required": ["state", "detail", "kind"],
-            "properties": {"state": {"const": -1}, "detail": {"type": "string", "minLength": 1},
-                           "errors": {"type": "string"}, "message": {"type": "string"}},
-            "oneOf": [{"required": ["errors"]}, {"required": ["message"]}],
-        },
-        "uuid": {"type": "string"},
-    },
-}
+# The published error shape (daemon/contract/error.schema.json), checked on every refusal.
+ERROR_SHAPE = load_schema("error")
 
 COUNTS: Counter = Counter()
 

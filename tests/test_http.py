@@ -19,11 +19,13 @@ import zlib
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
+import jsonschema
 import pytest
 from conftest import testdata_path
 from PIL import Image
 
 from daemon.config import load_config
+from daemon.contract import load_schema
 from daemon.errors import AnalysisError
 from daemon.http import create_app
 from daemon.imageio import decode_upright
@@ -112,6 +114,7 @@ def real(tmp_path_factory):
 def assert_seed_error(response: httpx.Response, status: int, key: str, text: str | None = None) -> dict:
     assert response.status_code == status, response.text
     assert response.headers["content-type"].startswith("application/json")
+    jsonschema.validate(response.json(), load_schema("error"))  # the published error shape
     data = response.json()["data"]
     assert data["state"] == -1
     assert key in data, data
