@@ -102,6 +102,10 @@ _UPRIGHT = {
 }
 
 
+class _ScanEndsEarly(Exception):
+    pass
+
+
 def _decode_jpeg(data: bytes, width: int, height: int, orientation: int, min_long_side: int) -> np.ndarray | None:
     """libjpeg-turbo through simplejpeg: any M/8 DCT scale whose long side still reaches min_long_side
     (OpenCV offers only 1/2, 1/4, 1/8), the GIL released; the EXIF turn applied here, after scaling."""
@@ -112,8 +116,12 @@ def _decode_jpeg(data: bytes, width: int, height: int, orientation: int, min_lon
         min_width, min_height = width, height
     try:
         pixels = simplejpeg.decode_jpeg(data, colorspace="BGR", min_width=min_width, min_height=min_height)
-    except ValueError:
-        return None  # corrupt, or a kind simplejpeg leaves to others (CMYK): OpenCV tries next
+    except ValueError as exc:
+        if "premature end of data" in str(exc):
+            # The scan data ran out before the declared size (cut and re-terminated, or a header claiming
+            # more pixels than sent): OpenCV would fill the rest with grey and call it a photo.
+            raise _ScanEndsEarly from None
+        return None  # other damage libjpeg tolerates, or a kind simplejpeg leaves to others: OpenCV next
     turn = _UPRIGHT.get(orientation)
     return turn(pixels) if turn else pixels
 
@@ -133,11 +141,18 @@ def decode_upright(data: bytes, view: str, max_pixels: int, min_long_side: int =
         if image_format in _VIA_PILLOW:
             return _decode_with_pillow(data)
         if image_format in _JPEG_LIKE:
-            pixels = _decode_jpeg(data, width, height, orientation, min_long_side)
+            try:
+                pixels = _decode_jpeg(data, width, height, orientation, min_long_side)
+            except _ScanEndsEarly:
+                raise AnalysisError(
+                    "image_load", f"{view} image: truncated JPEG (its image data ends before {width}x{height})"
+                ) from None
             if pixels is not None:
                 return Decoded(pixels, photo_size)
         # PNG, WebP, and JPEGs simplejpeg declines. OpenCV applies the EXIF orientation tag itself.
         pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    except AnalysisError:
+        raise
     except Exception as exc:  # noqa: BLE001 - corrupt data may trip any decoder: it is the photo's fault
         raise AnalysisError("image_load", f"{view} image: corrupt {name} data ({type(exc).__name__})") from None
     if pixels is None:

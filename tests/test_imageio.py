@@ -196,3 +196,16 @@ def test_truncated_files_of_every_format_are_refused(fmt):
         with pytest.raises(AnalysisError) as raised:
             decode_upright(data[:cut], "front", LIMIT)
         assert raised.value.kind == "image_load", (fmt, cut)
+
+
+def test_jpeg_whose_data_ends_before_its_declared_size_is_refused():
+    """Found by tests/test_fuzz.py: a JPEG cut and re-terminated, or whose header claims more pixels than
+    its data holds, passed the end-marker check and OpenCV decoded it with grey for the missing rows."""
+    photo = read_photo("front", "fitlens_p5_front.jpg")
+    cut_and_closed = photo[: len(photo) // 2] + b"\xff\xd9"
+    sof = max(photo.find(b"\xff\xc0"), photo.find(b"\xff\xc2"))  # baseline or progressive
+    claims_more = photo[: sof + 5] + struct.pack(">HH", 7000, 8000) + photo[sof + 9:]
+    for data in (cut_and_closed, claims_more):
+        with pytest.raises(AnalysisError) as raised:
+            decode_upright(data, "front", LIMIT)
+        assert raised.value.kind == "image_load" and "truncated JPEG" in raised.value.detail
