@@ -182,7 +182,10 @@ def create_app(service: Service, config: Config) -> Starlette:
             return unauthorized()
         # Refused before a byte of the body is read: a full queue costs the server no memory.
         if not service.has_room():
-            return _error_response(_busy("the analysis queue is full; retry shortly"))
+            return _error_response(_busy(
+                "the analysis queue is full; retry shortly" if service.worker.accepting
+                else "the daemon is not accepting requests (starting or shutting down); retry shortly"
+            ))
         held = [0]
         try:
             return await _analyze_body(request, held)
