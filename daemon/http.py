@@ -122,10 +122,12 @@ class BodyBudget:
         if self.used + size > self.limit:
             return False
         self.used += size
+        metrics.add_body_bytes(size)
         return True
 
     def give_back(self, size: int) -> None:
         self.used -= size
+        metrics.add_body_bytes(-size)
 
 
 def _busy(detail: str) -> AnalysisError:

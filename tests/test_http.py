@@ -435,6 +435,13 @@ def test_full_queue_refuses_a_large_upload_before_reading_its_body(held):
         assert second.result(30).status_code == 200
 
 
+def body_bytes_in_flight(client: httpx.Client) -> float:
+    for line in client.get("/metrics").text.splitlines():
+        if line.startswith("skeleton_http_body_bytes_in_flight "):
+            return float(line.split()[1])
+    raise AssertionError("no skeleton_http_body_bytes_in_flight in /metrics")
+
+
 @pytest.fixture
 def small_budget(tmp_path):
     """A server whose bodies in flight may total 1 MB, each at most 600 kB."""
@@ -459,7 +466,10 @@ def test_bodies_in_flight_are_bounded(small_budget):
     start = b'{"id": "x", "uuid": "slow-1", "forigimg": "'
     slow = open_upload(url, 600_000, start)
     try:
-        time.sleep(0.3)  # let the server start reading it (no timing asserted: the answers below say it)
+        deadline = time.monotonic() + 20
+        while body_bytes_in_flight(client) < 600_000:  # the server is reading it
+            assert time.monotonic() < deadline, "the slow upload never took its share of the budget"
+            time.sleep(0.02)
         for kind in ("declared", "chunked"):
             if kind == "declared":
                 other = open_upload(url, 500_000, b"{")
@@ -486,3 +496,4 @@ def test_bodies_in_flight_are_bounded(small_budget):
     payload = request_json("budget-ok", front=photo("front", "fitlens_p2_front.jpg"))
     assert len(json.dumps(payload)) < 600_000
     assert client.post("/analyze/skeleton-v2", json=payload).status_code == 200
+    assert body_bytes_in_flight(client) == 0
