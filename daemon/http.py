@@ -72,7 +72,7 @@ async def _http_exception(request: Request, exc: Exception) -> Response:
     status = getattr(exc, "status_code", 500)
     headers = getattr(exc, "headers", None)
     if status == 404:
-        return _refusal(404, "not found", f"no route {request.method} {request.url.path}", kind="not_found")
+        return _refusal(404, "not found", f"no route {request.method} {request.url.path[:200]}", kind="not_found")
     if status == 405:
         return _refusal(405, "method not allowed", f"{request.method} is not allowed here", headers,
                         kind="method_not_allowed")
