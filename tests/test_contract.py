@@ -153,3 +153,19 @@ def test_routing_refusals_and_http_refusals_are_in_the_error_shape(live):
     _error_answer(httpx.get(f"{live}/metrics"), 401, "unauthorized")
     _error_answer(httpx.get(f"{live}/results/none-such", headers={"Authorization": f"Bearer {TOKEN}"}),
                   404, "not_found")
+
+
+def test_an_unexpected_failure_is_a_500_in_the_error_shape(tmp_path):
+    """A result store that fails (here: closed under the server, as a vanished or broken disk would leave
+    it) used to surface as Starlette's text/plain 'Internal Server Error'."""
+    config = load_config(overrides={"store": {"path": str(tmp_path / "broken.sqlite3")}})
+    service = Service(config, lambda cfg: None, use_store=True)
+    try:
+        with running_server(service, config) as url:
+            service.store.close()
+            response = httpx.get(f"{url}/results/some-uuid")
+            data = _error_answer(response, 500, "internal")
+            assert data["message"] == "processing error" and "see the daemon's log" in data["detail"]
+            assert "broken.sqlite3" not in response.text  # no paths or internals in the answer
+    finally:
+        service.stop(1)
