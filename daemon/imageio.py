@@ -48,20 +48,7 @@ def _looks_truncated(data: bytes, image_format: str) -> bool:
     return False
 
 
-def probe(data: bytes, view: str, max_pixels: int) -> tuple[str, int, int, int]:
-    """Format, stored size and EXIF orientation (1-8) from the header alone (no pixels decoded)."""
-    try:
-        with Image.open(io.BytesIO(data)) as header:
-            image_format = header.format or "unknown"
-            width, height = header.size
-            try:
-                orientation = int(header.getexif().get(0x0112, 1))
-            except (ValueError, TypeError, OSError, SyntaxError):
-                orientation = 1
-    except UnidentifiedImageError:
-        raise AnalysisError("image_load", f"{view} image: not an image in a supported format ({_FORMAT_NAMES})") from None
-    except Exception as exc:  # noqa: BLE001 - a hostile header may trip any decoder: it is the photo's fault
-        raise AnalysisError("image_load", f"{view} image: unreadable header ({type(exc).__name__}: {str(exc)[:200]})") from None
+def _check_format_and_size(image_format: str, width: int, height: int, view: str, max_pixels: int) -> None:
     if image_format not in SUPPORTED_FORMATS:
         raise AnalysisError(
             "image_load", f"{view} image: format {image_format} is not supported (supported: {_FORMAT_NAMES})"
@@ -74,6 +61,29 @@ def probe(data: bytes, view: str, max_pixels: int) -> tuple[str, int, int, int]:
         )
     if width < 32 or height < 32:
         raise AnalysisError("image_load", f"{view} image: {width}x{height} is too small to analyse")
+
+
+def probe(data: bytes, view: str, max_pixels: int) -> tuple[str, int, int, int]:
+    """Format, stored size and EXIF orientation (1-8) from the header alone (no pixels decoded)."""
+    try:
+        with Image.open(io.BytesIO(data)) as header:
+            image_format = header.format or "unknown"
+            width, height = header.size
+            _check_format_and_size(image_format, width, height, view, max_pixels)
+            # Only then the orientation, and only from the header: Pillow's PNG getexif() decodes the
+            # whole image when no eXIf chunk precedes the pixels (a 100000x100000 bomb took gigabytes).
+            orientation = 1
+            if image_format != "PNG" or "exif" in header.info:
+                try:
+                    orientation = int(header.getexif().get(0x0112, 1))
+                except (ValueError, TypeError, OSError, SyntaxError):
+                    orientation = 1
+    except AnalysisError:
+        raise
+    except UnidentifiedImageError:
+        raise AnalysisError("image_load", f"{view} image: not an image in a supported format ({_FORMAT_NAMES})") from None
+    except Exception as exc:  # noqa: BLE001 - a hostile header may trip any decoder: it is the photo's fault
+        raise AnalysisError("image_load", f"{view} image: unreadable header ({type(exc).__name__}: {str(exc)[:200]})") from None
     return image_format, width, height, orientation if 1 <= orientation <= 8 else 1
 
 

@@ -209,3 +209,21 @@ def test_jpeg_whose_data_ends_before_its_declared_size_is_refused():
         with pytest.raises(AnalysisError) as raised:
             decode_upright(data, "front", LIMIT)
         assert raised.value.kind == "image_load" and "truncated JPEG" in raised.value.detail
+
+
+def test_probing_a_png_decodes_no_pixels(monkeypatch):
+    """Pillow's PNG getexif() loads the whole image when no eXIf chunk comes before the pixels: probe read
+    the orientation before checking the size, so a 100000x100000 bomb started decoding (gigabytes of RSS
+    once glibc served Pillow's blocks from the heap: the full test suite was OOM-killed there)."""
+    from PIL import PngImagePlugin
+
+    def no_load(self):
+        raise AssertionError("probe decoded the PNG's pixels")
+
+    monkeypatch.setattr(PngImagePlugin.PngImageFile, "load", no_load)
+    with pytest.raises(AnalysisError) as raised:
+        decode_upright(_png_header_only(100_000, 100_000), "front", LIMIT)
+    assert "over the limit" in raised.value.detail
+    out = io.BytesIO()
+    _upright_test_image(400, 600).save(out, "PNG")
+    assert decode_upright(out.getvalue(), "front", LIMIT).photo_size == (400, 600)
