@@ -262,7 +262,10 @@ def create_app(service: Service, config: Config) -> Starlette:
     async def openapi(request: Request) -> Response:
         return Response(openapi_json, media_type=JSON)
 
+    from daemon.capture.websocket import capture_route
+
     routes = [
+        capture_route(service, config),  # WebSocket /capture: live capture (docs/capture.md)
         Route("/openapi.json", openapi, methods=["GET"]),
         Route("/analyze/skeleton-v2", analyze, methods=["POST"]),
         Route("/results/{uuid:anytext}", result, methods=["GET"]),

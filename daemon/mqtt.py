@@ -153,6 +153,7 @@ class MqttBridge:
         client.on_publish = self._on_publish
         self._client = client
         self.connected = threading.Event()
+        self.capture: Any = None  # the capture topics' connection, started with this one
         # Since when the broker has been unreachable or refusing us (None while connected); /healthz says
         # `degraded` once that lasts longer than config.degraded_after_s.
         self._down_since: float | None = time.monotonic()
@@ -178,6 +179,11 @@ class MqttBridge:
             self._host, self._port, keepalive=self.config.keepalive_s, clean_start=False, properties=properties
         )
         self._client.loop_start()
+        if self.service.config.capture.enabled:
+            from daemon.capture.mqtt import CaptureMqtt  # live capture topics (docs/capture.md)
+
+            self.capture = CaptureMqtt(self.service, self.service.config)
+            self.capture.start()
 
     def stop_intake(self) -> None:
         """Take no new requests; those not yet queued stay unacknowledged, so the broker keeps them."""
@@ -203,6 +209,8 @@ class MqttBridge:
             log.warning("could not publish offline status: %s", exc)
         self._client.disconnect()
         self._client.loop_stop()
+        if self.capture is not None:
+            self.capture.stop()
         self._set_state("stopped")
         self._intake_thread.join(1.0)
 

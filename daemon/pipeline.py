@@ -9,6 +9,7 @@ for the other between steps.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -31,7 +32,7 @@ from daemon.layouts import head_top_px, layout22
 from daemon.request import AnalyzeRequest
 from daemon.views import PhotoPoses, ViewPose
 from engines.backends import open_backend, select_backend
-from engines.models import model_paths, model_sha256
+from engines.models import model_paths, model_precision, model_sha256
 
 log = logging.getLogger(__name__)
 
@@ -74,16 +75,21 @@ class Analyzer:
 
     def __init__(self, config: Config):
         self.config = config
-        paths = model_paths(config.models.dir, config.models.landmark)
         self.backend_name, self.backend_reason = select_backend(config.engine)
+        # ONNX Runtime runs int8 from the int8 files; TensorRT quantizes the fp32 ones itself.
+        self.model_precision = model_precision(self.backend_name, config.engine.precision)
+        paths = model_paths(config.models.dir, config.models.landmark, self.model_precision)
         self.backend = open_backend({"detector": paths["detector"], "landmark": paths["landmark"]}, config.engine)
+        # The answer's version names the files that ran: "_int8" marks the quantized ones.
+        tag = "_int8" if self.model_precision == "int8" else ""
         self.model_versions = {
-            "detector": model_sha256(paths["detector"]),
-            f"landmark_{config.models.landmark}": model_sha256(paths["landmark"]),
+            f"detector{tag}": model_sha256(paths["detector"]),
+            f"landmark_{config.models.landmark}{tag}": model_sha256(paths["landmark"]),
         }
         # Kiosk files are read once, at start: a broken one stops the daemon with the reason.
         self.kiosks: dict[str, Kiosk] = {name: load_kiosk(path) for name, path in config.calibration.kiosks.items()}
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="view")
+        self._live_backends: dict[str, object] = {}
         # Line finding for the camera's roll runs beside each photo's pose stage (it needs no landmarks).
         self._lines_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="lines")
         # Timings of the last request, by stage (the benchmark prints them).
@@ -96,6 +102,8 @@ class Analyzer:
             "backend_reason": self.backend_reason,
             "backend_description": self.backend.description,
             "landmark_model": self.config.models.landmark,
+            "precision": self.config.engine.precision,
+            "model_files": self.model_precision,  # fp32 | int8: the ONNX files the backend opened
             "models": self.model_versions,
             "flip_test": self.config.pipeline.flip_test,
         }
@@ -104,6 +112,19 @@ class Analyzer:
         self._pool.shutdown(wait=True)
         self._lines_pool.shutdown(wait=True)
         self.backend.close()
+        for backend in self._live_backends.values():
+            backend.close()
+
+    def live_backend(self, landmark: str, threads: int):
+        """The live capture path's backend (detector + the `landmark` model), opened on first use in the
+        worker thread: daemons that never see a capture session do not load the second model."""
+        backend = self._live_backends.get(landmark)
+        if backend is None:
+            paths = model_paths(self.config.models.dir, landmark)
+            engine = dataclasses.replace(self.config.engine, threads=threads)
+            backend = open_backend({"detector": paths["detector"], "landmark": paths["landmark"]}, engine)
+            self._live_backends[landmark] = backend
+        return backend
 
     def estimate(self, decoded: Decoded, timings: dict[str, float] | None = None) -> PhotoPoses:
         settings = self.config.pipeline
