@@ -5,7 +5,7 @@ Topics under `topic_prefix` (default skeleton/v2):
   result/<uuid>        each answer or error (QoS 1); MQTT 5 requests with a ResponseTopic get it there too,
                        with their CorrelationData
   error                errors for requests without a usable uuid (not JSON, no uuid, bad uuid)
-  status/<daemon id>   retained `online`; last will `offline`
+  status/<daemon id>   retained JSON status (daemon/fleet/status.py); last will: the same, `offline`
 
 Delivery: a fixed client id, clean start off and a session expiry keep the subscription and the queued
 requests at the broker while the daemon is away. Acks are manual: a request is acknowledged only after
@@ -13,6 +13,12 @@ the broker acknowledged its result, so a daemon killed mid-request gets the requ
 from the result store if the answer had been stored). Flow control: the CONNECT's Receive Maximum bounds
 the unacknowledged requests the broker sends; when the worker queue is full the intake thread waits for
 room and takes no further messages, which stay with the broker.
+
+Fleet (`mqtt.shared_group`, docs/fleet.md): the request topics are read through `$share/<group>/...`,
+so the broker hands each request to one daemon of the group; the session is clean (expiry 0) so that a
+dead daemon's turn is not kept; daemon/fleet/membership.py unsubscribes a daemon that is shutting down,
+busy or unhealthy; at shutdown, requests it has not started are handed back (republished unchanged to
+the topic they came on, then acknowledged) so that the others answer them.
 """
 
 from __future__ import annotations
@@ -33,9 +39,10 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from daemon import metrics
-from daemon.answer import answer_json
+from daemon.answer import SOFTWARE_VERSION, answer_json
 from daemon.config import MqttConfig
 from daemon.errors import AnalysisError
+from daemon.fleet.membership import Membership
 from daemon.request import parse_request, uuid_problem
 from daemon.service import Service
 
@@ -112,7 +119,22 @@ class MqttBridge:
                 certfile=str(config.cert_file) if config.cert_file else None,
                 keyfile=str(config.key_file) if config.key_file else None,
             )
-        client.will_set(self.status_topic, b"offline", qos=1, retain=True)
+        self.membership = Membership(
+            daemon_id=config.daemon_id,
+            group=config.shared_group,
+            request_filters=[self.request_topic],
+            status_topic=self.status_topic,
+            status_interval_s=config.status_interval_s,
+            describe=service.describe,
+            subscribe=lambda topics, qos: client.subscribe(
+                [(topic, SubscribeOptions(qos=qos, noLocal=qos == 0)) for topic in topics]
+            ),
+            unsubscribe=lambda topics: client.unsubscribe(topics),
+            publish_status=lambda body: self._publish(self.status_topic, body, None, None, retain=True),
+            version=SOFTWARE_VERSION,
+        )
+        self._last_message_at = time.monotonic()
+        client.will_set(self.status_topic, self.membership.offline_payload(), qos=1, retain=True)
         client.reconnect_delay_set(RECONNECT_MIN_S, RECONNECT_MAX_S)
         client.on_connect = self._on_connect
         client.on_connect_fail = self._on_connect_fail
@@ -129,34 +151,55 @@ class MqttBridge:
         """Connect in the background (retrying with backoff until the broker answers)."""
         properties = Properties(PacketTypes.CONNECT)
         properties.SessionExpiryInterval = self.config.session_expiry_s
+        if self.membership.shared:
+            # A member's persistent session keeps its turn while it is away (Mosquitto queues its share
+            # there until it returns): a clean session leaves the group the moment the daemon is gone.
+            properties.SessionExpiryInterval = 0
         # The broker sends at most this many unacknowledged requests: the queue plus the one in the
         # worker, plus one waiting in the intake thread.
         properties.ReceiveMaximum = max(1, min(65535, self.service.worker.queue_size + 2))
         self.service.transport_status["mqtt"] = "connecting"
         self._intake_thread.start()
         self._client.connect_async(
-            self._host, self._port, keepalive=self.config.keepalive_s, clean_start=False, properties=properties
+            self._host, self._port, keepalive=self.config.keepalive_s, clean_start=self.membership.shared,
+            properties=properties
         )
         self._client.loop_start()
+        self.membership.start()
 
     def stop_intake(self) -> None:
-        """Take no new requests; those not yet queued stay unacknowledged, so the broker keeps them."""
+        """Take no new requests; those not yet queued stay unacknowledged, so the broker keeps them.
+
+        In a shared group the daemon leaves the group and hands back what it has not started: its clean
+        session would drop unacknowledged requests (Mosquitto gives them to no other member).
+        """
         self._accepting = False
+        self.membership.leave()
         with self._intake_cond:
+            waiting = list(self._intake)
             self._intake.clear()
             self._intake_cond.notify_all()
         self._room.set()
+        if self.membership.shared:
+            for message in waiting:
+                self._hand_back(message)
 
     def stop(self, timeout: float) -> None:
         """Publish the answers still due (within `timeout`), then `offline`, then disconnect."""
         self.stop_intake()
         deadline = time.monotonic() + timeout
+        if self.membership.shared:
+            # Requests the broker had already queued for this daemon still arrive after it left the
+            # group: each is handed back as it comes; wait for a quiet moment.
+            quiet_s = min(1.0, max(0.1, (deadline - time.monotonic()) / 4))
+            while time.monotonic() - self._last_message_at < quiet_s and time.monotonic() < deadline - 1.0:
+                time.sleep(0.05)
         with self._pub_lock:
             while self._open_replies > 0 and time.monotonic() < deadline - 1.0:
                 self._pub_lock.wait(min(0.2, max(0.01, deadline - 1.0 - time.monotonic())))
             if self._open_replies:
                 log.warning("%d answers were not acknowledged by the broker before the deadline", self._open_replies)
-        info = self._client.publish(self.status_topic, b"offline", qos=1, retain=True)
+        info = self._client.publish(self.status_topic, self.membership.offline_payload(), qos=1, retain=True)
         try:
             info.wait_for_publish(max(0.1, min(2.0, deadline - time.monotonic())))
         except (RuntimeError, ValueError) as exc:
@@ -180,8 +223,7 @@ class MqttBridge:
         self.connected.set()
         self.service.transport_status["mqtt"] = "connected"
         # Resubscribe on every connect: a broker that lost its state has lost the subscription too.
-        client.subscribe(self.request_topic, options=SubscribeOptions(qos=1))
-        self._publish(self.status_topic, b"online", None, None, retain=True)
+        self.membership.connected()
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
         log.warning("MQTT broker %s:%d unreachable; retrying", self._host, self._port)
@@ -191,6 +233,7 @@ class MqttBridge:
         self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any
     ) -> None:
         self.connected.clear()
+        self.membership.disconnected()
         if self.service.transport_status.get("mqtt") != "stopped":
             self.service.transport_status["mqtt"] = "disconnected"
         if reason_code.is_failure or reason_code.value != 0:
@@ -205,7 +248,14 @@ class MqttBridge:
                 self.service.transport_status["mqtt"] = f"subscription refused: {code}"
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        if self.membership.peer_status(message.topic, message.payload):
+            if message.qos > 0:
+                client.ack(message.mid, message.qos)
+            return
+        self._last_message_at = time.monotonic()
         if not self._accepting:
+            if self.membership.shared:
+                self._hand_back(message)
             return  # unacknowledged: the broker delivers it again after the restart
         with self._intake_cond:
             self._intake.append(message)
@@ -263,10 +313,11 @@ class MqttBridge:
                     self._answer_error(message, uuid, exc)
                     return
             # Queue full: take no more messages until the worker frees a slot.
+            if self._accepting:
+                self._room.wait(1.0)
             if not self._accepting:
-                return
-            self._room.wait(1.0)
-            if not self._accepting:
+                if self.membership.shared:
+                    self._hand_back(message)
                 return
         future.add_done_callback(lambda done: self._on_answer(message, request.uuid, done))
 
@@ -274,9 +325,13 @@ class MqttBridge:
         error = future.exception()
         if error is None:
             self._reply(message, uuid, answer_json(future.result()))
+            self.membership.answered(None)
         elif isinstance(error, AnalysisError) and error.kind == "overload":
-            # Abandoned at shutdown: left unacknowledged, the broker redelivers it after the restart.
+            # Abandoned at shutdown: left unacknowledged, the broker redelivers it after the restart
+            # (in a shared group: handed back to the others).
             log.info("request %s left with the broker for after the restart", uuid)
+            if self.membership.shared:
+                self._hand_back(message)
         elif isinstance(error, AnalysisError):
             self._answer_error(message, uuid, error)
         else:
@@ -286,6 +341,23 @@ class MqttBridge:
         metrics.count_error(error.kind)
         log.info("MQTT request %s: %s (%s)", uuid or "without a usable uuid", error.kind, error.detail)
         self._reply(message, uuid, answer_json(error.to_answer(uuid)))
+        self.membership.answered(error.kind)
+
+    def _hand_back(self, message: mqtt.MQTTMessage) -> None:
+        """Republish a request this daemon will not answer, unchanged, to the topic it came on (the group,
+        which this daemon has left, gives it to another member); acknowledged once the broker has it."""
+        received = getattr(message, "properties", None)
+        properties = Properties(PacketTypes.PUBLISH)
+        for name in ("PayloadFormatIndicator", "MessageExpiryInterval", "ContentType", "ResponseTopic",
+                     "CorrelationData", "UserProperty"):
+            value = getattr(received, name, None)
+            if value is not None:
+                setattr(properties, name, value)
+        reply = _Reply(message.mid, message.qos, 1)
+        with self._pub_lock:
+            self._open_replies += 1
+        log.info("handing a request back to the group (%d bytes)", len(message.payload))
+        self._publish(message.topic, message.payload, properties, reply)
 
     # -- publishing -------------------------------------------------------------------------------
 

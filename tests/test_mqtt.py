@@ -188,7 +188,10 @@ class Kiosk:
         return found
 
     def status(self, daemon_id: str) -> list[bytes]:
-        return [m.payload for m in self.on(f"{self.prefix}/status/{daemon_id}")]
+        """The states (b"online", b"offline", ...) of the daemon's retained JSON status messages."""
+        from daemon.fleet.status import parse_status
+
+        return [parse_status(daemon_id, m.payload).state.encode() for m in self.on(f"{self.prefix}/status/{daemon_id}")]
 
 
 # -- the daemon as a process ----------------------------------------------------------------------
