@@ -125,7 +125,7 @@ class MqttBridge:
             request_filters=[self.request_topic],
             status_topic=self.status_topic,
             status_interval_s=config.status_interval_s,
-            describe=service.describe,
+            describe=lambda: {**service.describe(), "worker_alive": service.worker.alive()},
             subscribe=lambda topics, qos: client.subscribe(
                 [(topic, SubscribeOptions(qos=qos, noLocal=qos == 0)) for topic in topics]
             ),

@@ -207,3 +207,83 @@ def test_sigterm_mid_burst_finishes_what_it_holds_and_hands_back_the_rest(tmp_pa
         # It answered what it held before leaving, the others the rest: each request once in all.
         wait_until(lambda: sum(served(fleet).values()) == len(payloads), 10, "the statuses to count every answer")
         assert served(fleet)[leaving.daemon_id] > 0
+
+
+# -- deploy/compose.fleet.yaml --------------------------------------------------------------------
+
+
+def test_compose_fleet_example_is_consistent():
+    """Three daemons with unique ids and stores in one group; every variable names a real setting."""
+    import yaml
+    from conftest import REPO_ROOT
+
+    from daemon.config import load_config
+
+    compose = yaml.safe_load((REPO_ROOT / "deploy" / "compose.fleet.yaml").read_text())
+    daemons = {name: service for name, service in compose["services"].items() if name.startswith("skeletond")}
+    assert len(daemons) == 3 and "mosquitto" in compose["services"]
+    configs = []
+    for service in daemons.values():
+        environ = {key: _compose_value(str(value)) for key, value in service["environment"].items()}
+        unknown = [key for key in environ if key.startswith("SKELETON_") and key not in (
+            f"SKELETON_{section}_{key}".upper() for section, keys in _settings().items() for key in keys)]
+        assert not unknown, f"variables that name no setting: {unknown}"
+        configs.append(load_config(environ=environ))
+        assert any(volume.endswith(":/var/lib/skeleton/store") for volume in service["volumes"])
+    assert {config.mqtt.shared_group for config in configs} == {"skeletond"}
+    for attribute in ("client_id", "daemon_id"):
+        assert len({getattr(config.mqtt, attribute) for config in configs}) == 3, attribute
+    stores = {volume for service in daemons.values() for volume in service["volumes"] if "store" in volume}
+    assert len(stores) == 3
+    mosquitto_conf = compose["services"]["mosquitto"]["volumes"][0].split(":")[0]
+    assert (REPO_ROOT / "deploy" / mosquitto_conf).is_file()
+
+
+def _compose_value(value: str) -> str:
+    """A compose value with `${VAR:-default}` taken as its default and `${VAR:?...}` as a placeholder."""
+    import re
+
+    value = re.sub(r"\$\{[^:}]+:-([^}]*)\}", r"\1", value)
+    return re.sub(r"\$\{[^}]*\}", "placeholder", value)
+
+
+def _settings() -> dict[str, list[str]]:
+    import dataclasses
+
+    from daemon.config import Config
+
+    return {section.name: [f.name for f in dataclasses.fields(getattr(Config(), section.name))]
+            for section in dataclasses.fields(Config)}
+
+
+@pytest.mark.broker
+def test_fleet_mosquitto_config_starts(tmp_path):
+    """deploy/mosquitto/fleet.conf, with its paths moved into a temporary folder, starts a real Mosquitto."""
+    import getpass
+    import shutil
+    import socket
+    import subprocess
+
+    from conftest import REPO_ROOT
+    from fleet_harness import free_port
+
+    port = free_port()
+    (tmp_path / "passwd").write_text("")
+    shutil.copy(REPO_ROOT / "deploy" / "mosquitto.acl", tmp_path / "mosquitto.acl")
+    text = (REPO_ROOT / "deploy" / "mosquitto" / "fleet.conf").read_text()
+    text = text.replace("/mosquitto/data/", f"{tmp_path}/").replace("/mosquitto/config/", f"{tmp_path}/")
+    text = text.replace("listener 1883", f"listener {port} 127.0.0.1") + f"user {getpass.getuser()}\n"
+    (tmp_path / "fleet.conf").write_text(text)
+    mosquitto = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    process = subprocess.Popen([mosquitto, "-c", str(tmp_path / "fleet.conf")], stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT)
+    try:
+        def listening() -> bool:
+            assert process.poll() is None, process.stdout.read().decode(errors="replace")
+            with socket.socket() as sock:
+                return sock.connect_ex(("127.0.0.1", port)) == 0
+
+        wait_until(listening, 10, "mosquitto with the fleet config to listen")
+    finally:
+        process.terminate()
+        process.wait(10)

@@ -82,7 +82,8 @@ def answer_kind(answer: dict) -> str | None:
 
 @dataclass
 class Outcome:
-    """What happened to one request: its answer (None when the client gave up), attempts, time."""
+    """What happened to one request: its answer (None when the client gave up), attempts, and the seconds
+    from the first publish to the answer (to giving up)."""
 
     uuid: str
     answer: dict | None = None
@@ -103,6 +104,7 @@ class _Pending:
     deadline: float = 0.0
     attempts: int = 0
     answer: dict | None = None
+    answered_at: float | None = None
     last_error: dict | None = None
     done: threading.Event = field(default_factory=threading.Event)
 
@@ -218,6 +220,7 @@ class KioskClient:
                 pending.deadline = min(pending.deadline, time.monotonic() + 1.0)
                 return
             pending.answer = answer
+            pending.answered_at = time.monotonic()
         pending.done.set()
 
     # -- requests ---------------------------------------------------------------------------------
@@ -264,7 +267,8 @@ class KioskClient:
             self._client.unsubscribe(topics)
         outcomes: dict[str, Outcome] = {}
         for pending in batch:
-            outcome = Outcome(pending.uuid, pending.answer, pending.attempts, time.monotonic() - pending.started)
+            finished = pending.answered_at if pending.answered_at is not None else time.monotonic()
+            outcome = Outcome(pending.uuid, pending.answer, pending.attempts, finished - pending.started)
             if pending.answer is None:
                 outcome.answer = pending.last_error  # a retryable error, still an answer to show
                 outcome.error = (
