@@ -91,6 +91,9 @@ class Membership:
         self._version = version
         self._started_at = now_iso()
         self._lock = threading.Lock()
+        # One evaluation at a time (paho's thread on connect, the status thread otherwise), so that the
+        # SUBSCRIBE / UNSUBSCRIBE packets go out in the order the decisions were taken.
+        self._evaluate_lock = threading.Lock()
         self._state = "online"
         self._subscribed = False
         self._connected = False
@@ -185,6 +188,10 @@ class Membership:
         )
 
     def _evaluate(self, force_publish: bool = False) -> None:
+        with self._evaluate_lock:
+            self._evaluate_locked(force_publish)
+
+    def _evaluate_locked(self, force_publish: bool) -> None:
         description = self._describe()
         now = time.monotonic()
         with self._lock:
