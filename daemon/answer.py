@@ -13,13 +13,14 @@ from dataclasses import dataclass
 import numpy as np
 import orjson
 
+from daemon import grades, severity
 from daemon.layouts import hidden_in_side_view, layout22, layout42
 from daemon.measures import Measure
 from daemon.views import PhotoPoses
 
 SOFTWARE_VERSION = "0.1.0"
 # Bump when a measure's definition changes, so clients comparing visits can tell (docs/measures.md).
-MEASURES_VERSION = "2"
+MEASURES_VERSION = "3"  # 3: severity bands, findings, scores; grades from severities
 
 FRONT_MEASURE_FIELDS = (
     "far_head_bal", "far_pelvic_bal", "far_shoulder_bal", "far_left_qang", "far_right_qang", "far_knee_bal",
@@ -124,7 +125,15 @@ def build_answer(
         "box2": [[round(float(v), 1) for v in person.box] for person in side.poses.people],
         "message": message,
         # Extras (decisions.md): per-measure detail, versions, time, the annotated photos' scale.
-        "measures": {name: m.to_dict() for name, m in {**front_measures, **side_measures}.items()},
+        "measures": {
+            name: {**m.to_dict(), "severity": severity.severity(m)}
+            for name, m in {**front_measures, **side_measures}.items()
+        },
+        # What a report leads with (docs/measures.md, "Findings and score"): findings most severe first,
+        # a 0-100 score per view, and the measures that could not be taken.
+        "findings": {"front": severity.findings(front_measures), "side": severity.findings(side_measures)},
+        "score": {"front": grades.score(front_measures), "side": grades.score(side_measures)},
+        "unmeasured": {"front": severity.unmeasured(front_measures), "side": severity.unmeasured(side_measures)},
         "annotated_scale": {"front": round(front.annotated_scale, 6), "side": round(side.annotated_scale, 6)},
         "camera": {"front": front.camera, "side": side.camera},
         "version": {"software": SOFTWARE_VERSION, "measures": MEASURES_VERSION, "models": model_versions},

@@ -1,46 +1,56 @@
-"""A-D grade of one view from how many of its measures fall outside their normal range, and how far.
+"""A-D grade and 0-100 posture score of one view, from the severities of its findings (daemon/severity.py).
 
-Rule (docs/measures.md): each measured value outside its range scores 1 point when it lies within one
-range-width beyond the nearer limit ("mild") and 2 points beyond that ("marked"); measures that could
-not be taken score nothing. Total 0 -> A, 1-2 -> B, 3-4 -> C, 5 or more -> D. With no measure taken at
-all there is nothing to grade well: D, and the answer's message says why.
+Rule (docs/measures.md, "Grades"): D = any severe finding; C = any moderate finding, or two or more mild
+findings in one body region (the two legs' angles count as one finding); B = mild findings only; A = every
+measure taken is normal. Measures that could not be taken are named in the answer and do not count. With
+no measure taken at all there is nothing to grade well: D, no score, and the answer's message says why.
+
+Score: 100 minus SCORE_PENALTY per finding, held inside the grade's span (GRADE_SCORE_SPANS) so that
+the score and the letter never disagree; None when nothing was measured.
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
+
+from daemon import severity
 from daemon.measures import Measure
 
-GRADE_LIMITS = ((0, "A"), (2, "B"), (4, "C"))  # highest total points for each grade; above: "D"
 GRADE_NONE_MEASURED = "D"
+# Several mild findings in one region outrank a single one: this many make a C.
+MILD_IN_ONE_REGION_FOR_C = 2
+SCORE_PENALTY = {"normal": 0, "mild": 8, "moderate": 20, "severe": 40}
+GRADE_SCORE_SPANS = {"A": (90, 100), "B": (70, 89), "C": (40, 69), "D": (0, 39)}
 
 
-def deviation_points(measure: Measure) -> int:
-    """0 inside the normal range (or not measured), 1 mildly outside, 2 markedly outside."""
-    if measure.value is None:
-        return 0
-    low, high = measure.normal
-    excess = max(low - measure.value, measure.value - high, 0.0)
-    if excess == 0.0:
-        return 0
-    # Range width as the yardstick: a 4-degree-wide shoulder range and a 20-degree CVA range are
-    # judged alike (a one-sided range such as round_shoulder's uses its own width too).
-    return 1 if excess <= (high - low) else 2
+def _levels(measures: dict[str, Measure]) -> dict[str, str]:
+    return {name: severity.severity(m) for name, m in measures.items() if m.value is not None}
 
 
 def grade(measures: dict[str, Measure]) -> str:
-    """The view's grade, "A" (all within range) to "D"."""
-    taken = [m for m in measures.values() if m.value is not None]
-    if not taken:
+    """The view's grade, "A" (every measure taken is normal) to "D" (a severe finding)."""
+    levels = _levels(measures)
+    if not levels:
         return GRADE_NONE_MEASURED
-    points = sum(deviation_points(m) for m in taken)
-    for limit, letter in GRADE_LIMITS:
-        if points <= limit:
-            return letter
-    return "D"
+    worst = max(severity.RANK[level] for level in levels.values())
+    if worst == severity.RANK["severe"]:
+        return "D"
+    if worst == severity.RANK["moderate"]:
+        return "C"
+    mild_by_region: dict[str, set[str]] = defaultdict(set)
+    for name, level in levels.items():
+        if level == "mild":
+            mild_by_region[severity.REGIONS[name]].add(severity.FINDING_GROUPS.get(name, name))
+    if any(len(groups) >= MILD_IN_ONE_REGION_FOR_C for groups in mild_by_region.values()):
+        return "C"
+    return "B" if worst == severity.RANK["mild"] else "A"
 
 
-def measure_report(measures: dict[str, Measure]) -> dict[str, dict]:
-    """Per measure: value, unit, normal range, status, reason, confidence and deviation points."""
-    return {
-        name: {**m.to_dict(), "points": deviation_points(m)} for name, m in measures.items()
-    }
+def score(measures: dict[str, Measure]) -> int | None:
+    """0-100 posture score of the view; None when no measure was taken."""
+    levels = _levels(measures)
+    if not levels:
+        return None
+    raw = 100 - sum(SCORE_PENALTY[level] for level in levels.values())
+    low, high = GRADE_SCORE_SPANS[grade(measures)]
+    return int(min(max(raw, low), high))

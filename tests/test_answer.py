@@ -140,3 +140,17 @@ def test_no_person_is_a_processing_error(analyzer):
         analyzer.analyze(parse_request(_payload(read_photo("front", "fitlens_p1_front.jpg"), blank.getvalue())))
     assert raised.value.kind == "processing" and "side" in raised.value.detail
     assert raised.value.to_answer()["data"]["message"] == "processing error"
+
+
+def test_findings_score_and_severity_extras(pair_answer):
+    """fitlens_p3: a craniovertebral angle of about 42 deg is a moderate forward head (below Mostafaee's
+    45.5 cut-off): the side view leads with it and grades C; both knees read mildly inward (B)."""
+    answer = pair_answer
+    side, front = answer["findings"]["side"], answer["findings"]["front"]
+    assert side[0]["measure"] == "turtle_neck" and side[0]["severity"] == "moderate"
+    assert answer["measures"]["turtle_neck"]["severity"] == "moderate"
+    assert answer["sar_grade"] == "C" and answer["far_grade"] == "B"
+    assert {f["measure"] for f in front} == {"far_left_qang", "far_right_qang"}
+    assert all(f["severity"] == "mild" and f["text"]["en"] and f["text"]["ko"] for f in front)
+    assert answer["score"] == {"front": 84, "side": 69}
+    assert answer["unmeasured"] == {"front": [], "side": []}

@@ -8,12 +8,10 @@ import numpy as np
 import pytest
 from synthetic_pose import front_pose, hide, mirror_view, scale_view, side_pose
 
-from daemon.grades import grade
 from daemon.measures import (
     FRONT_KEYS,
     NORMAL_RANGES,
     SIDE_KEYS,
-    Measure,
     forward_head_flag,
     front_measures,
     side_measures,
@@ -172,30 +170,6 @@ def test_to_dict_shape():
     entry = front_measures(front_pose(lean_deg=3.0))["far_tilt"].to_dict()
     assert set(entry) == {"value", "unit", "normal", "status", "reason", "confidence"}
     assert entry["unit"] == "deg" and entry["status"] == "outside" and entry["value"] == pytest.approx(3.0)
-
-
-def _m(name, value, normal=(-2.0, 2.0)):
-    status = "not_measurable" if value is None else ("normal" if normal[0] <= value <= normal[1] else "outside")
-    return Measure(name, value, "deg", normal, status, None, 1.0)
-
-
-@pytest.mark.parametrize("values, letter", [
-    ([0.0, 1.0, -2.0], "A"),       # all inside
-    ([3.0, 0.0], "B"),             # one mild (within one range width beyond): 1 point
-    ([7.0, 0.0], "B"),             # one marked: 2 points
-    ([7.0, 3.0, 0.0], "C"),        # 3 points
-    ([7.0, 7.0, 0.0], "C"),        # 4 points
-    ([7.0, 7.0, 3.0], "D"),        # 5 points
-    ([None, 0.0], "A"),            # not measurable scores nothing
-    ([None, None], "D"),           # nothing measured
-])
-def test_grade_rule(values, letter):
-    assert grade({f"m{i}": _m(f"m{i}", v) for i, v in enumerate(values)}) == letter
-
-
-def test_synthetic_grades():
-    assert grade(front_measures(front_pose())) == "A"
-    assert grade(front_measures(front_pose(lean_deg=3.0, shoulder_tilt_deg=7.0, left_varus_deg=10.0))) == "D"
 
 
 @pytest.mark.parametrize("max_side, expected", [(1600, (1600, 800)), (500, (500, 250)), (0, (2000, 1000))])
