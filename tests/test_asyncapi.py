@@ -164,3 +164,17 @@ def test_valid_against_the_official_asyncapi_3_0_schema(doc):
     schema = json.loads(OFFICIAL_SCHEMA.read_text())
     errors = [f"{list(error.path)}: {error.message[:200]}" for error in jsonschema.Draft7Validator(schema).iter_errors(doc)]
     assert not errors, errors
+
+
+@pytest.mark.skipif(not CONTRACT_DIR.is_dir(), reason="daemon/contract/ (the HTTP API's schemas) is not here yet")
+def test_the_reference_client_sends_what_the_shared_request_schema_describes():
+    from daemon.errors import AnalysisError
+    from daemon.fleet.client import request_payload
+
+    request_schema = json.loads((CONTRACT_DIR / "request.schema.json").read_text())
+    error_schema = json.loads((CONTRACT_DIR / "error.schema.json").read_text())
+    payload = request_payload(b"\xff\xd8front", b"\xff\xd8side", user_id="member@example.com", height=171.5)
+    jsonschema.validators.validator_for(request_schema)(request_schema).validate(payload)
+    # What the client retries on (error kinds) is what the daemons send.
+    busy = AnalysisError("overload", "the analysis queue is full").to_answer(payload["uuid"])
+    jsonschema.validators.validator_for(error_schema)(error_schema).validate(busy)
