@@ -151,13 +151,18 @@ class MqttBridge:
         """Connect in the background (retrying with backoff until the broker answers)."""
         properties = Properties(PacketTypes.CONNECT)
         properties.SessionExpiryInterval = self.config.session_expiry_s
+        # The broker sends at most this many unacknowledged requests: the queue plus the one in the
+        # worker, plus one waiting in the intake thread.
+        properties.ReceiveMaximum = max(1, min(65535, self.service.worker.queue_size + 2))
         if self.membership.shared:
             # A member's persistent session keeps its turn while it is away (Mosquitto queues its share
             # there until it returns): a clean session leaves the group the moment the daemon is gone.
             properties.SessionExpiryInterval = 0
-        # The broker sends at most this many unacknowledged requests: the queue plus the one in the
-        # worker, plus one waiting in the intake thread.
-        properties.ReceiveMaximum = max(1, min(65535, self.service.worker.queue_size + 2))
+            # The group's share fills at most half the queue: a full queue then means more than that share
+            # (local HTTP requests, a stall), and the daemon leaves the group (`busy`). A window as large as
+            # the queue would fill it in every burst, and busy members would herd new requests onto the
+            # last one online instead of the broker's even round robin.
+            properties.ReceiveMaximum = max(1, self.service.worker.queue_size // 2)
         self.service.transport_status["mqtt"] = "connecting"
         self._intake_thread.start()
         self._client.connect_async(

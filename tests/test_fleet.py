@@ -136,7 +136,7 @@ def test_burst_is_spread_over_three_daemons_each_answered_once(tmp_path, capsys)
         # Every daemon took part; together they answered exactly the 90 requests (statuses every 1 s).
         wait_until(lambda: sum(served(fleet).values()) == 90, 10, "the statuses to count 90 answers")
         counts = served(fleet)
-        assert all(count >= 10 for count in counts.values()), counts
+        assert all(count >= 20 for count in counts.values()), counts  # round robin: 30 each
 
         # `skeletond fleet` lists the three from their retained statuses.
         assert main(["fleet", "--broker", fleet.url, "--prefix", fleet.prefix, "--wait", "0.5", "--json"]) == 0
