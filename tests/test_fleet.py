@@ -18,7 +18,7 @@ import uuid as uuidlib
 
 import orjson
 import pytest
-from fleet_harness import Fleet, photo_pairs, wait_until
+from fleet_harness import PHOTOS, Fleet, photo_pairs, wait_until
 
 from daemon.fleet.client import KioskClient, KioskGaveUp, request_payload
 from daemon.fleet.membership import next_state, shared_filters
@@ -148,6 +148,16 @@ def test_burst_is_spread_over_three_daemons_each_answered_once(tmp_path, capsys)
             assert entry["served"] == counts[entry["daemon_id"]]
         assert main(["fleet", "--broker", fleet.url, "--prefix", fleet.prefix, "--wait", "0.3"]) == 0
         assert "3 daemon(s), 3 taking work" in capsys.readouterr().out
+
+        # `skeletond kiosk-request` prints the answer; a retry with the same uuid gets the same answer.
+        photos = [str(PHOTOS / view / f"fitlens_p5_{view}.jpg") for view in ("front", "side")]
+        command = ["kiosk-request", "--broker", fleet.url, "--prefix", fleet.prefix, "--front", photos[0],
+                   "--side", photos[1], "--uuid", "cli-once", "--height", "172"]
+        assert main(command) == 0
+        first = orjson.loads(capsys.readouterr().out)
+        assert first["uuid"] == "cli-once" and first["state"] == 0
+        assert main(command) == 0
+        assert without_time(orjson.loads(capsys.readouterr().out)) == without_time(first)
 
 
 def _run_burst_in_background(fleet: Fleet, payloads: list[dict], timeout_s: float, attempts: int) -> tuple:
