@@ -21,8 +21,8 @@ import pytest
 from fleet_harness import PHOTOS, Fleet, photo_pairs, wait_until
 
 from daemon.fleet.client import KioskClient, KioskGaveUp, request_payload
-from daemon.fleet.membership import next_state, shared_filters
-from daemon.fleet.status import format_table, parse_status
+from daemon.fleet.membership import has_room, next_state, shared_filters
+from daemon.fleet.status import DaemonStatus, format_table, parse_status
 
 SHARED_BROKER = ("127.0.0.1", 1883)
 
@@ -64,7 +64,7 @@ def served(fleet: Fleet) -> dict[str, int]:
 
 def test_fleet_state_rules():
     base = {"stopping": False, "worker_alive": True, "failures": 0, "unhealthy_until": 0.0, "now": 100.0,
-            "queue_depth": 0, "queue_size": 4, "was_busy": False, "peers_taking_work": 2, "shared": True}
+            "queue_depth": 0, "queue_size": 4, "was_busy": False, "peers_with_room": 2, "shared": True}
     assert next_state(**base) == "online"
     assert next_state(**{**base, "stopping": True}) == "draining"
     assert next_state(**{**base, "failures": 3}) == "unhealthy"
@@ -74,9 +74,15 @@ def test_fleet_state_rules():
     # Hysteresis: busy until the queue is down to half.
     assert next_state(**{**base, "queue_depth": 3, "was_busy": True}) == "busy"
     assert next_state(**{**base, "queue_depth": 2, "was_busy": True}) == "online"
-    # Never leave the group for load when no other member takes work: the broker would drop requests.
-    assert next_state(**{**base, "queue_depth": 4, "peers_taking_work": 0}) == "online"
+    # Leave the group for load only when another member has room: when every member is full, leaving
+    # would herd requests onto the last one; with no other member online the broker would drop them.
+    assert next_state(**{**base, "queue_depth": 4, "peers_with_room": 0}) == "online"
+    assert next_state(**{**base, "queue_depth": 3, "was_busy": True, "peers_with_room": 0}) == "online"
     assert next_state(**{**base, "queue_depth": 4, "shared": False}) == "online"
+    assert has_room(DaemonStatus("p", "online", queue_depth=3, queue_size=4))
+    assert not has_room(DaemonStatus("p", "online", queue_depth=4, queue_size=4))
+    assert not has_room(DaemonStatus("p", "busy", queue_depth=0, queue_size=4))
+    assert has_room(DaemonStatus("p", "online"))  # an older daemon that does not say
     assert shared_filters(["p/request", "p/request/+"], "g1") == ["$share/g1/p/request", "$share/g1/p/request/+"]
     assert shared_filters(["p/request"], None) == ["p/request"]
 

@@ -5,8 +5,10 @@ daemon that cannot take work must leave the group, or the broker keeps handing i
 assigns round robin whether or not the member keeps up, and queues what it cannot send yet):
 - shutting down (`draining`): leaves for good; what it holds is finished, what the broker still sends it
   is handed back (mqtt.py);
-- overloaded (`busy`: its worker queue is full): leaves until the queue is down to half, but never when
-  it is the only member taking work (the broker would drop requests that match no subscription);
+- overloaded (`busy`: its worker queue is full while another member has room): leaves until its queue
+  is down to half. Only when another member has room: when every member is full, leaving helps nobody and
+  would herd new requests onto the last member online, and when none other is online the broker would
+  drop requests that match no subscription;
 - unhealthy (its last analyses all failed unexpectedly, or the worker thread died): leaves, and tries
   again after a pause.
 Without a shared group the daemon is alone on its topics: it never leaves (its persistent session keeps
@@ -46,19 +48,29 @@ def next_state(
     queue_depth: int,
     queue_size: int,
     was_busy: bool,
-    peers_taking_work: int,
+    peers_with_room: int,
     shared: bool,
 ) -> str:
-    """The daemon's state from what it knows (a plain function: the rules, testable alone)."""
+    """The daemon's state from what it knows (a plain function: the rules, testable alone).
+
+    `peers_with_room`: other members online whose last status showed room in their queue.
+    """
     if stopping:
         return "draining"
     if not worker_alive or failures >= UNHEALTHY_AFTER_FAILURES or now < unhealthy_until:
         return "unhealthy"
     # Hysteresis: busy when the queue is full, back when it is down to half.
     full = queue_depth >= queue_size or (was_busy and queue_depth > queue_size // 2)
-    if shared and peers_taking_work > 0 and full:
+    if shared and peers_with_room > 0 and full:
         return "busy"
     return "online"
+
+
+def has_room(status: DaemonStatus) -> bool:
+    """A peer that takes work and whose queue was not full at its last status."""
+    if status.state not in TAKING_WORK:
+        return False
+    return status.queue_depth is None or status.queue_size is None or status.queue_depth < status.queue_size
 
 
 class Membership:
@@ -101,7 +113,8 @@ class Membership:
         self._failures = 0
         self._unhealthy_until = 0.0
         self.served = 0
-        self._peers: dict[str, str] = {}
+        self._peers: dict[str, DaemonStatus] = {}
+        self._last_full: bool | None = None
         self._last_published = 0.0
         self._wake = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="fleet-status", daemon=True)
@@ -144,7 +157,7 @@ class Membership:
         if daemon_id != self.daemon_id:
             with self._lock:
                 if payload:
-                    self._peers[daemon_id] = parse_status(daemon_id, payload).state
+                    self._peers[daemon_id] = parse_status(daemon_id, payload)
                 else:
                     self._peers.pop(daemon_id, None)
         return True
@@ -197,7 +210,7 @@ class Membership:
         with self._lock:
             if self._failures >= UNHEALTHY_AFTER_FAILURES and now >= self._unhealthy_until:
                 self._failures = 0  # the pause is over: try again
-            peers = sum(1 for state in self._peers.values() if state in TAKING_WORK)
+            peers = sum(1 for status in self._peers.values() if has_room(status))
             state = next_state(
                 stopping=self._stopping,
                 worker_alive=description.get("worker_alive", True),
@@ -207,7 +220,7 @@ class Membership:
                 queue_depth=int(description.get("queue_depth") or 0),
                 queue_size=int(description.get("queue_size") or 1),
                 was_busy=self._state == "busy",
-                peers_taking_work=peers,
+                peers_with_room=peers,
                 shared=self.shared,
             )
             changed = state != self._state
@@ -225,7 +238,12 @@ class Membership:
             self._unsubscribe(self.filters)
         if subscribe:
             self._subscribe(self.filters, 1)
-        if connected and (changed or force_publish or now - self._last_published >= self._interval_s):
+        # Peers decide whether to leave from this daemon's room: say so soon when it fills up or empties
+        # (at most twice a second, so that a queue hovering at full does not flood the broker).
+        full = int(description.get("queue_depth") or 0) >= int(description.get("queue_size") or 1)
+        room_changed = full != self._last_full and now - self._last_published >= 0.5
+        if connected and (changed or force_publish or room_changed or now - self._last_published >= self._interval_s):
+            self._last_full = full
             self._last_published = now
             self._publish_status(status_json(self._status(state)))
 
