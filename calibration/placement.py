@@ -26,7 +26,10 @@ STANDING_DISTANCE_RANGE_MM = (500.0, 10000.0)
 PITCH_RANGE_DEG = (-60.0, 60.0)
 ROLL_RANGE_DEG = (-30.0, 30.0)
 MARKER_RMS_WARN_PX = 2.0
-ROLL_WARN_DEG = 3.0
+# The daemon takes the placement's roll out of the landmarks before measuring (daemon/leveling.py), so a
+# rolled camera no longer skews the measures; a degree is still warned about, since the correction is
+# only as good as this one photo of the board (and a camera that was knocked crooked may move again).
+ROLL_WARN_DEG = 1.0
 
 
 @dataclass
@@ -144,7 +147,10 @@ def placement_from_marker(
     if rms > MARKER_RMS_WARN_PX:
         warnings.append(f"the floor board fits with {rms:.1f} px error: is it lying flat, and the intrinsics right?")
     if abs(roll) > ROLL_WARN_DEG:
-        warnings.append(f"the camera is rolled {roll:.1f} degrees: level it, tilt measures read against the frame")
+        warnings.append(
+            f"the camera is rolled {roll:.1f} degrees: the measures are corrected for it, but level the camera "
+            "(re-run this step after moving it)"
+        )
     validate_placement(placement)
     return placement, warnings
 

@@ -24,6 +24,23 @@ class ConfigError(ValueError):
     """A configuration value is missing, mistyped or inconsistent."""
 
 
+# Settings whose values never appear in an error text or a log line.
+SECRET_SETTINGS = frozenset({"mqtt.password", "http.token"})
+
+
+def redact_url(url: str) -> str:
+    """The URL without its password (`mqtt://user:***@host:1883`): the one way a URL is logged or echoed."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return "***" if "@" in url else url
+    # The last '@' ends the user info (an unencoded '@' or '/' in a password stays on its left).
+    userinfo, at, host = rest.rpartition("@")
+    if not at:
+        return url
+    user, colon, _ = userinfo.partition(":")
+    return f"{scheme}://{user}:***@{host}" if colon else f"{scheme}://{user}@{host}"
+
+
 def _default_cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "skeleton-v2"
@@ -69,6 +86,9 @@ class PipelineConfig:
     annotated_jpeg_quality: int = 85
     # Subject height assumed for the 3D scale when the request gives none (cm).
     default_height_cm: float = 170.0
+    # Without a kiosk placement, read the camera's roll from the photo's straight lines and correct the
+    # measures when sure (calibration/roll.py; 30-130 ms a photo on a 2-core CPU).
+    level_from_lines: bool = True
 
 
 @dataclass
@@ -100,6 +120,8 @@ class MqttConfig:
     shared_group: str | None = None
     # Seconds between updates of the retained status (sent at once, too, whenever the state changes).
     status_interval_s: float = 10.0
+    # /healthz says `degraded` (HTTP 503) once the broker has been unreachable or refusing for this long.
+    degraded_after_s: float = 60.0
 
 
 @dataclass
@@ -179,7 +201,9 @@ def _coerce(value: Any, annotation: str, where: str) -> Any:
                 raise ValueError(value)
             return {str(k): Path(os.path.expanduser(str(v))) for k, v in value.items()}
     except (TypeError, ValueError):
-        raise ConfigError(f"{where}: expected {base}, got {value!r}") from None
+        # Any value echoed goes through redact_url: a mistyped url may still carry a password.
+        shown = "a value that is not shown (a secret)" if where in SECRET_SETTINGS else redact_url(repr(value))
+        raise ConfigError(f"{where}: expected {base}, got {shown}") from None
     return value
 
 
@@ -225,8 +249,10 @@ def validate(config: Config) -> None:
         raise ConfigError("pipeline.default_height_cm: 50-250")
     if config.worker.queue_size < 1:
         raise ConfigError("worker.queue_size: at least 1")
-    if config.mqtt.url is not None and not config.mqtt.url.startswith(("mqtt://", "mqtts://")):
-        raise ConfigError(f"mqtt.url: mqtt://host:port or mqtts://host:port, got {config.mqtt.url!r}")
+    if config.mqtt.url is not None:
+        _validate_mqtt_url(config.mqtt.url)
+    if config.mqtt.degraded_after_s <= 0:
+        raise ConfigError("mqtt.degraded_after_s: more than 0")
     if config.mqtt.shared_group is not None and (
         not config.mqtt.shared_group or any(ch in config.mqtt.shared_group for ch in "/+#")
     ):
@@ -239,6 +265,19 @@ def validate(config: Config) -> None:
         raise ConfigError("mqtt.password needs mqtt.username")
     if config.calibration.default_kiosk is not None and config.calibration.default_kiosk not in config.calibration.kiosks:
         raise ConfigError(f"calibration.default_kiosk: {config.calibration.default_kiosk!r} is not in calibration.kiosks")
+
+
+def _validate_mqtt_url(url: str) -> None:
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        valid = parts.scheme in ("mqtt", "mqtts") and bool(parts.hostname)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number or out of range
+    except ValueError:  # a bad port, an unclosed IPv6 bracket
+        valid = False
+    if not valid:
+        raise ConfigError(f"mqtt.url: mqtt://host:port or mqtts://host:port, got {redact_url(url)!r}")
 
 
 def load_config(

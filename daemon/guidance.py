@@ -12,6 +12,8 @@ import math
 import cv2
 import numpy as np
 
+from calibration.roll import CameraTilt
+from daemon.facing import Facing
 from daemon.measures import MIN_PRESENCE, body_yaw_deg
 from daemon.views import BP, PhotoPoses, ViewPose
 
@@ -45,6 +47,14 @@ DARK_MEAN_LUMA = 40.0
 # sigma = height/300 they read 20-160, with height/150 5-20. 30 flags the visibly blurred.
 BLUR_REFERENCE_HEIGHT = 256
 BLUR_MIN_LAPLACIAN_VAR = 30.0
+
+# Camera roll (degrees) above which the answer says the camera was tilted: the front line measures'
+# normal ranges are +-1.5-2.5 degrees, so a degree of roll is a third to a half of one.
+TILT_MESSAGE_DEG = 1.0
+# Camera pitch (degrees) above which the answer warns: a 5-degree pitch leans the verticals at the
+# photo's edges by about 2 degrees (at a third of the width off centre, 65-degree lens), the size of
+# sar_tilt's normal band, so the sagittal measures move visibly.
+PITCH_MESSAGE_DEG = 5.0
 
 HEAD_POINTS = ("nose", "left_eye", "right_eye", "left_ear", "right_ear")
 FOOT_POINTS = ("left_ankle", "right_ankle", "left_heel", "right_heel", "left_foot_index", "right_foot_index")
@@ -189,3 +199,48 @@ def pair_guidance(front: PhotoPoses, side: PhotoPoses) -> list[str]:
         return ["The Front and Side images seem to be swapped."]
     return []
 
+
+
+def tilt_guidance(view: str, tilt: CameraTilt | None) -> list[str]:
+    """What the answer says about how the camera was held (calibration/roll.py, daemon/leveling.py).
+
+    Nothing for a kiosk's calibrated placement: the member cannot level a fixed camera (`calibrate
+    placement` warns the installer instead); the answer's camera.<view>.tilt still reports it."""
+    if tilt is None or tilt.source in ("none", "kiosk"):
+        return []
+    messages: list[str] = []
+    if tilt.roll_deg is None or (tilt.source == "lines" and not tilt.confident):
+        reason = tilt.note or "too few straight lines behind the target"
+        messages.append(_say(
+            view, f"The camera's tilt could not be read from the photo ({reason}); "
+                  "the measures assume the camera was level.",
+        ))
+    elif abs(tilt.roll_deg) > TILT_MESSAGE_DEG:
+        messages.append(_say(
+            view, f"The camera was tilted by {abs(tilt.roll_deg):.1f} degrees; "
+                  "the measures were corrected for it. Hold the camera level.",
+        ))
+    if tilt.pitch_deg is not None and abs(tilt.pitch_deg) > PITCH_MESSAGE_DEG:
+        where = "down" if tilt.pitch_deg > 0 else "up"
+        messages.append(_say(
+            view, f"The camera was pointed {abs(tilt.pitch_deg):.0f} degrees {where}; "
+                  "the tilt measures may read a lean that is not there. "
+                  "Hold the camera at hip height, pointed straight ahead.",
+        ))
+    return messages
+
+
+def facing_guidance(view: str, kind: str, verdict: Facing, arms: str | None = None) -> list[str]:
+    """A photo that shows the wrong side of the target (daemon/facing.py), and arms held where the front
+    measures cannot read the body."""
+    messages: list[str] = []
+    if verdict.direction == "away":
+        wanted = "front" if kind == "front" else "side"
+        messages.append(_say(view, f"The target has their back to the camera; the {kind} photo must show the {wanted}."))
+    elif kind == "side" and verdict.direction == "toward":
+        messages.append(_say(view, "The target is facing the camera; the side photo must show the side."))
+    if arms == "crossed":
+        messages.append(_say(view, "The target's arms are crossed; let the arms hang at the sides."))
+    elif arms == "hands_on_hips":
+        messages.append(_say(view, "The target's hands are on the hips; let the arms hang at the sides."))
+    return messages

@@ -138,6 +138,8 @@ def create_app(service: Service, config: Config) -> Starlette:
     async def healthz(request: Request) -> Response:
         description = service.describe()
         status = "ok" if description["accepting"] else "stopping"
+        if status == "ok" and description["problems"]:
+            status = "degraded"  # e.g. the broker unreachable for longer than mqtt.degraded_after_s
         return _json({"status": status, **description}, 200 if status == "ok" else 503)
 
     async def metrics_endpoint(request: Request) -> Response:

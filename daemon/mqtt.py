@@ -1,11 +1,16 @@
 """The MQTT transport (paho-mqtt 2.x, MQTT 5): requests in, results out, acknowledged only once answered.
 
-Topics under `topic_prefix` (default skeleton/v2):
-  request              requests, the same JSON as HTTP (QoS 1)
-  result/<uuid>        each answer or error (QoS 1); MQTT 5 requests with a ResponseTopic get it there too,
-                       with their CorrelationData
-  error                errors for requests without a usable uuid (not JSON, no uuid, bad uuid)
-  status/<daemon id>   retained JSON status (daemon/fleet/status.py); last will: the same, `offline`
+Topics under `topic_prefix` (default skeleton/v2), one tree per kiosk (daemon/topics.py):
+  request/<kiosk>           requests, the same JSON as HTTP (QoS 1); <kiosk> is the kiosk's broker username
+  result/<kiosk>/<uuid>     each answer or error (QoS 1); MQTT 5 requests with a ResponseTopic inside
+                            reply/<kiosk>/ get it there too, with their CorrelationData
+  error/<kiosk>             errors for requests without a usable uuid (not JSON, no uuid, bad uuid)
+  request, result/<uuid>, error, reply/...   the same without <kiosk>: the plain single-kiosk tree
+  status/<daemon id>        retained JSON status (daemon/fleet/status.py); last will: the same, `offline`
+
+Refused before analysis, each with an error on the requesting kiosk's tree: a payload over the HTTP body
+limit, a retained request (the daemon subscribes with retain handling 2 and retain-as-published, so a
+retained publish is seen as one), and a ResponseTopic outside the kiosk's own reply tree.
 
 Delivery: a fixed client id, clean start off and a session expiry keep the subscription and the queued
 requests at the broker while the daemon is away. Acks are manual: a request is acknowledged only after
@@ -40,16 +45,37 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from daemon import metrics
 from daemon.answer import SOFTWARE_VERSION, answer_json
-from daemon.config import MqttConfig
+from daemon.config import ConfigError, MqttConfig, redact_url
 from daemon.errors import AnalysisError
 from daemon.fleet.membership import Membership
 from daemon.request import parse_request, uuid_problem
 from daemon.service import Service
+from daemon.topics import Topics
 
 log = logging.getLogger(__name__)
 
 RECONNECT_MIN_S = 1
 RECONNECT_MAX_S = 30
+# The largest Maximum Packet Size MQTT 5 can express (a Four Byte Integer).
+MAX_PACKET_SIZE = 2**32 - 1
+
+
+@dataclass
+class _Delivery:
+    """What answering one request needs, copied off paho's message so that its payload can be dropped."""
+
+    mid: int
+    qos: int
+    topic: str
+    # The kiosk tree the request arrived on (None: the plain single-kiosk tree).
+    kiosk: str | None
+    retained: bool
+    # Only a ResponseTopic inside the kiosk's own reply tree is kept; another is kept aside, to be refused.
+    response_topic: str | None
+    correlation: bytes | None
+    refused_response_topic: str | None = None
+    uuid: str | None = None
+    answered: bool = False
 
 
 @dataclass
@@ -66,7 +92,7 @@ def broker_address(url: str) -> tuple[str, int, bool, str | None, str | None]:
     parts = urlsplit(url)
     tls = parts.scheme == "mqtts"
     if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
-        raise ValueError(f"MQTT url must be mqtt://host:port or mqtts://host:port, got {url!r}")
+        raise ValueError(f"MQTT url must be mqtt://host:port or mqtts://host:port, got {redact_url(url)!r}")
     port = parts.port or (8883 if tls else 1883)
     username = unquote(parts.username) if parts.username else None
     password = unquote(parts.password) if parts.password else None
@@ -81,11 +107,10 @@ class MqttBridge:
             raise ValueError("mqtt.url is not set")
         self.service = service
         self.config = config
-        prefix = config.topic_prefix.rstrip("/")
-        self.request_topic = f"{prefix}/request"
-        self.result_prefix = f"{prefix}/result/"
-        self.error_topic = f"{prefix}/error"
-        self.status_topic = f"{prefix}/status/{config.daemon_id}"
+        self.topics = Topics.under(config.topic_prefix)
+        self.status_topic = self.topics.status(config.daemon_id)
+        # MQTT payloads get the same limit as HTTP bodies, checked before parsing.
+        self.max_payload_bytes = service.config.http.max_body_bytes
         self._host, self._port, tls, url_user, url_password = broker_address(config.url)
 
         self._accepting = True
@@ -114,21 +139,25 @@ class MqttBridge:
         if username:
             client.username_pw_set(username, password)
         if tls or config.ca_file or config.cert_file:
-            client.tls_set(
-                ca_certs=str(config.ca_file) if config.ca_file else None,
-                certfile=str(config.cert_file) if config.cert_file else None,
-                keyfile=str(config.key_file) if config.key_file else None,
-            )
+            try:
+                client.tls_set(
+                    ca_certs=str(config.ca_file) if config.ca_file else None,
+                    certfile=str(config.cert_file) if config.cert_file else None,
+                    keyfile=str(config.key_file) if config.key_file else None,
+                )
+            except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError; its text names no key material
+                raise ConfigError(
+                    f"mqtt.ca_file / cert_file / key_file: the TLS files cannot be loaded ({type(exc).__name__}: "
+                    f"{getattr(exc, 'reason', None) or getattr(exc, 'strerror', None) or 'unreadable'})"
+                ) from None
         self.membership = Membership(
             daemon_id=config.daemon_id,
             group=config.shared_group,
-            request_filters=[self.request_topic],
+            request_filters=self.topics.request_filters(),
             status_topic=self.status_topic,
             status_interval_s=config.status_interval_s,
             describe=lambda: {**service.describe(), "worker_alive": service.worker.alive()},
-            subscribe=lambda topics, qos: client.subscribe(
-                [(topic, SubscribeOptions(qos=qos, noLocal=qos == 0)) for topic in topics]
-            ),
+            subscribe=self._subscribe,
             unsubscribe=lambda topics: client.unsubscribe(topics),
             publish_status=lambda body: self._publish(self.status_topic, body, None, None, retain=True),
             version=SOFTWARE_VERSION,
@@ -144,6 +173,11 @@ class MqttBridge:
         client.on_publish = self._on_publish
         self._client = client
         self.connected = threading.Event()
+        # Since when the broker has been unreachable or refusing us (None while connected); /healthz says
+        # `degraded` once that lasts longer than config.degraded_after_s.
+        self._down_since: float | None = time.monotonic()
+        self._state_lock = threading.Lock()
+        service.health_checks["mqtt"] = self.problem
 
     # -- life cycle -------------------------------------------------------------------------------
 
@@ -154,6 +188,10 @@ class MqttBridge:
         # The broker sends at most this many unacknowledged requests: the queue plus the one in the
         # worker, plus one waiting in the intake thread.
         properties.ReceiveMaximum = max(1, min(65535, self.service.worker.queue_size + 2))
+        # Memory stays bounded whatever the broker allows: it must not send this client a packet over twice
+        # the payload limit (it drops it instead). Between the limit and that, the kiosk is told
+        # "request too large"; Mosquitto's message_size_limit refuses such payloads at the door.
+        properties.MaximumPacketSize = min(MAX_PACKET_SIZE, 2 * self.max_payload_bytes + 65536)
         if self.membership.shared:
             # A member's persistent session keeps its turn while it is away (Mosquitto queues its share
             # there until it returns): a clean session leaves the group the moment the daemon is gone.
@@ -163,11 +201,11 @@ class MqttBridge:
             # the queue would fill it in every burst, and busy members would herd new requests onto the
             # last one online instead of the broker's even round robin.
             properties.ReceiveMaximum = max(1, self.service.worker.queue_size // 2)
-        self.service.transport_status["mqtt"] = "connecting"
+        self._set_state("connecting")
         self._intake_thread.start()
         self._client.connect_async(
             self._host, self._port, keepalive=self.config.keepalive_s, clean_start=self.membership.shared,
-            properties=properties
+            properties=properties,
         )
         self._client.loop_start()
         self.membership.start()
@@ -211,46 +249,82 @@ class MqttBridge:
             log.warning("could not publish offline status: %s", exc)
         self._client.disconnect()
         self._client.loop_stop()
-        self.service.transport_status["mqtt"] = "stopped"
+        self._set_state("stopped")
         self._intake_thread.join(1.0)
+
+    # -- connection state (for /healthz) -----------------------------------------------------------
+
+    def _set_state(self, state: str) -> None:
+        with self._state_lock:
+            self.service.transport_status["mqtt"] = state
+            if state in ("connected", "stopped"):
+                self._down_since = None
+            elif self._down_since is None:
+                self._down_since = time.monotonic()
+
+    def problem(self) -> str | None:
+        """Why MQTT is degraded (None when it is not): the broker unreachable or refusing for too long."""
+        with self._state_lock:
+            since = self._down_since
+            state = self.service.transport_status.get("mqtt", "")
+        if since is None:
+            return None
+        down_s = time.monotonic() - since
+        if down_s <= self.config.degraded_after_s:
+            return None
+        return f"MQTT broker {self._host}:{self._port} {state} for {down_s:.0f} s"
 
     # -- paho callbacks (paho's network thread: never block here) ---------------------------------
 
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
         if reason_code.is_failure:
             log.error("MQTT broker %s:%d refused the connection: %s", self._host, self._port, reason_code)
-            self.service.transport_status["mqtt"] = f"refused: {reason_code}"
+            self._set_state(f"refused: {reason_code}")
             return
+        filters = self.topics.request_filters()
         log.info(
             "MQTT connected to %s:%d (session present: %s); subscribing to %s",
-            self._host, self._port, flags.session_present, self.request_topic,
+            self._host, self._port, flags.session_present, " and ".join(filters),
         )
         self.connected.set()
-        self.service.transport_status["mqtt"] = "connected"
-        # Resubscribe on every connect: a broker that lost its state has lost the subscription too.
+        self._set_state("connected")
+        # Resubscribe on every connect: a broker that lost its state has lost the subscription too (through
+        # the fleet membership: `$share/<group>/...` in a group, and not while the daemon must take no work).
         self.membership.connected()
+
+    def _subscribe(self, topics: list[str], qos: int) -> None:
+        """QoS 1: request filters. Retain handling 2: the broker never replays retained requests;
+        retain-as-published: a request published with the retain flag arrives with it, so that it can be
+        refused. QoS 0: the peers' statuses (no ack, no slot of the Receive Maximum, not our own)."""
+        if qos == 0:
+            options = SubscribeOptions(qos=0, noLocal=True)
+        else:
+            options = SubscribeOptions(
+                qos=1, retainAsPublished=True, retainHandling=SubscribeOptions.RETAIN_DO_NOT_SEND
+            )
+        self._client.subscribe([(topic, options) for topic in topics])
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
         log.warning("MQTT broker %s:%d unreachable; retrying", self._host, self._port)
-        self.service.transport_status["mqtt"] = "unreachable"
+        self._set_state("unreachable")
 
     def _on_disconnect(
         self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any
     ) -> None:
         self.connected.clear()
         self.membership.disconnected()
-        if self.service.transport_status.get("mqtt") != "stopped":
-            self.service.transport_status["mqtt"] = "disconnected"
+        if self.service.transport_status.get("mqtt") == "connected":
+            self._set_state("disconnected")
         if reason_code.is_failure or reason_code.value != 0:
             log.warning("MQTT disconnected (%s); reconnecting with backoff", reason_code)
 
     def _on_subscribe(
         self, client: mqtt.Client, userdata: Any, mid: int, reason_codes: list[Any], properties: Any
     ) -> None:
-        for code in reason_codes:
+        for topic, code in zip(self.topics.request_filters(), reason_codes):
             if code.is_failure:
-                log.error("the broker refused the subscription to %s: %s", self.request_topic, code)
-                self.service.transport_status["mqtt"] = f"subscription refused: {code}"
+                log.error("the broker refused the subscription to %s: %s", topic, code)
+                self._set_state(f"subscription refused: {code}")
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         if self.membership.peer_status(message.topic, message.payload):
@@ -289,25 +363,95 @@ class MqttBridge:
                 if not self._accepting:
                     return
                 message = self._intake.popleft()
+            if self.membership.shared and not self._wait_for_room():
+                self._hand_back(message)  # stopping: another member answers it
+                continue
             try:
-                self._handle(message)
-            except Exception:  # one bad message must not stop the intake
-                log.exception("handling an MQTT request failed")
+                delivery = self._delivery(message)
+            except Exception:  # an unreadable topic: nothing to answer, but the slot is freed
+                log.exception("an MQTT message could not be read")
+                if message.qos > 0:
+                    self._client.ack(message.mid, message.qos)
+                continue
+            try:
+                self._handle(delivery, message)
+            except Exception:  # one bad message must not stop the intake, nor keep its slot for good
+                log.exception("handling MQTT request %s failed", delivery.uuid or "without a usable uuid")
+                self._answer_unexpected(delivery)
+            del message
 
-    def _handle(self, message: mqtt.MQTTMessage) -> None:
+    def _wait_for_room(self) -> bool:
+        """In a group: wait for a queue slot before parsing (parsing drops the raw payload, and only a raw
+        request can be handed back). False when the daemon stops meanwhile."""
+        while self._accepting and not self.service.has_room():
+            self._room.clear()
+            if not self.service.has_room():
+                self._room.wait(1.0)
+        return self._accepting
+
+    def _delivery(self, message: mqtt.MQTTMessage) -> _Delivery:
+        properties = getattr(message, "properties", None)
+        try:
+            kiosk = self.topics.kiosk_of(message.topic)
+        except ValueError:  # not one of our request topics (cannot happen with our subscriptions)
+            kiosk = None
+        response_topic = getattr(properties, "ResponseTopic", None) or None
+        refused = None
+        if response_topic is not None and not self.topics.response_topic_allowed(kiosk, response_topic):
+            refused, response_topic = response_topic, None
+        return _Delivery(
+            mid=message.mid,
+            qos=message.qos,
+            topic=message.topic,
+            kiosk=kiosk,
+            retained=bool(message.retain),
+            response_topic=response_topic,
+            correlation=getattr(properties, "CorrelationData", None),
+            refused_response_topic=refused,
+        )
+
+    def _handle(self, delivery: _Delivery, message: mqtt.MQTTMessage) -> None:
         metrics.count_request("mqtt")
-        uuid: str | None = None
+        if delivery.retained and not message.payload:
+            # A zero-length retained publish deletes a retained message: nothing to answer.
+            self._ack(delivery)
+            return
+        if len(message.payload) > self.max_payload_bytes:
+            size = len(message.payload)
+            message.payload = b""
+            self._answer_error(delivery, AnalysisError(
+                "too_large", f"the payload is {size} bytes; the limit is {self.max_payload_bytes} bytes",
+            ))
+            return
         try:
             payload: Any = orjson.loads(message.payload)
         except orjson.JSONDecodeError:
             payload = None
         if isinstance(payload, dict) and uuid_problem(payload.get("uuid")) is None:
-            uuid = payload["uuid"]
+            delivery.uuid = payload["uuid"]
+        if delivery.retained:
+            message.payload = b""
+            self._refuse_retained(delivery)
+            return
+        if delivery.refused_response_topic is not None:
+            message.payload = b""
+            self._answer_error(delivery, AnalysisError(
+                "validation",
+                f"ResponseTopic {delivery.refused_response_topic!r} is outside this kiosk's reply tree "
+                f"{self.topics.reply_tree(delivery.kiosk)}; the request was not analysed",
+                text="invalid ResponseTopic",
+            ))
+            return
         try:
             request = parse_request(payload if isinstance(payload, dict) else message.payload)
         except AnalysisError as exc:
-            self._answer_error(message, uuid, exc)
+            self._answer_error(delivery, exc)
             return
+        finally:
+            # The raw payload and its JSON are as large as the photos again: drop them before the queue.
+            message.payload = b""
+            del payload
+        request.topic_tree = delivery.kiosk  # part of the input hash: a uuid is not shared across trees
         while True:
             self._room.clear()
             try:
@@ -315,42 +459,65 @@ class MqttBridge:
                 break
             except AnalysisError as exc:
                 if exc.kind != "overload":
-                    self._answer_error(message, uuid, exc)
+                    self._answer_error(delivery, exc)
                     return
             # Queue full: take no more messages until the worker frees a slot.
-            if self._accepting:
-                self._room.wait(1.0)
             if not self._accepting:
-                if self.membership.shared:
-                    self._hand_back(message)
                 return
-        future.add_done_callback(lambda done: self._on_answer(message, request.uuid, done))
+            self._room.wait(1.0)
+            if not self._accepting:
+                return
+        future.add_done_callback(lambda done: self._on_answer(delivery, done))
 
-    def _on_answer(self, message: mqtt.MQTTMessage, uuid: str, future: Any) -> None:
-        error = future.exception()
-        if error is None:
-            self._reply(message, uuid, answer_json(future.result()))
-            self.membership.answered(None)
-        elif isinstance(error, AnalysisError) and error.kind == "overload":
-            # Abandoned at shutdown: left unacknowledged, the broker redelivers it after the restart
-            # (in a shared group: handed back to the others).
-            log.info("request %s left with the broker for after the restart", uuid)
-            if self.membership.shared:
-                self._hand_back(message)
-        elif isinstance(error, AnalysisError):
-            self._answer_error(message, uuid, error)
-        else:
-            self._answer_error(message, uuid, AnalysisError("internal", f"unexpected {type(error).__name__}"))
+    def _refuse_retained(self, delivery: _Delivery) -> None:
+        self._answer_error(delivery, AnalysisError(
+            "validation",
+            "requests must be published with the retain flag off: a retained request would be answered "
+            "again on every reconnect and its photos would stay on the broker; the request was not analysed",
+            text="retained request refused",
+        ))
+        # Take the photos off the broker (the ACL lets the daemon write request topics for this).
+        self._publish(delivery.topic, b"", None, None, retain=True)
 
-    def _answer_error(self, message: mqtt.MQTTMessage, uuid: str | None, error: AnalysisError) -> None:
+    def _on_answer(self, delivery: _Delivery, future: Any) -> None:
+        try:
+            error = future.exception()
+            if error is None:
+                self._reply(delivery, answer_json(future.result()))
+                self.membership.answered(None)
+            elif isinstance(error, AnalysisError) and error.kind == "overload":
+                # Abandoned at shutdown: left unacknowledged, the broker redelivers it after the restart.
+                log.info("request %s left with the broker for after the restart", delivery.uuid)
+            elif isinstance(error, AnalysisError):
+                self._answer_error(delivery, error)
+            else:
+                log.error("MQTT request %s: unexpected %s", delivery.uuid, type(error).__name__)
+                self._answer_unexpected(delivery)
+        except Exception:  # a done callback's exception would only be logged by concurrent.futures
+            log.exception("answering MQTT request %s failed", delivery.uuid)
+            self._answer_unexpected(delivery)
+
+    def _answer_unexpected(self, delivery: _Delivery) -> None:
+        """An `internal` error as the answer, and the ack: an unexpected failure must not keep the slot."""
+        try:
+            if not delivery.answered:
+                self._answer_error(delivery, AnalysisError("internal", "unexpected error while handling the request"))
+                return
+        except Exception:
+            log.exception("publishing the internal error for %s failed", delivery.uuid)
+        self._ack(delivery)
+
+    def _answer_error(self, delivery: _Delivery, error: AnalysisError) -> None:
         metrics.count_error(error.kind)
-        log.info("MQTT request %s: %s (%s)", uuid or "without a usable uuid", error.kind, error.detail)
-        self._reply(message, uuid, answer_json(error.to_answer(uuid)))
+        log.info("MQTT request %s: %s (%s)", delivery.uuid or "without a usable uuid", error.kind, error.detail)
+        self._reply(delivery, answer_json(error.to_answer(delivery.uuid)))
         self.membership.answered(error.kind)
 
     def _hand_back(self, message: mqtt.MQTTMessage) -> None:
         """Republish a request this daemon will not answer, unchanged, to the topic it came on (the group,
-        which this daemon has left, gives it to another member); acknowledged once the broker has it."""
+        which this daemon has left, gives it to another member); acknowledged once the broker has it.
+        Only a request not yet parsed can be handed back (parsing drops the raw payload); one abandoned
+        in the worker queue at the stop deadline is left to the kiosk's retry."""
         received = getattr(message, "properties", None)
         properties = Properties(PacketTypes.PUBLISH)
         for name in ("PayloadFormatIndicator", "MessageExpiryInterval", "ContentType", "ResponseTopic",
@@ -364,23 +531,26 @@ class MqttBridge:
         log.info("handing a request back to the group (%d bytes)", len(message.payload))
         self._publish(message.topic, message.payload, properties, reply)
 
+    def _ack(self, delivery: _Delivery) -> None:
+        if delivery.qos > 0:
+            self._client.ack(delivery.mid, delivery.qos)
+
     # -- publishing -------------------------------------------------------------------------------
 
-    def _reply(self, message: mqtt.MQTTMessage, uuid: str | None, body: bytes) -> None:
+    def _reply(self, delivery: _Delivery, body: bytes) -> None:
+        delivery.answered = True
         targets: list[tuple[str, Properties]] = []
         main = Properties(PacketTypes.PUBLISH)
         main.ContentType = "application/json"
-        targets.append((self.result_prefix + uuid if uuid else self.error_topic, main))
-        request_properties = getattr(message, "properties", None)
-        response_topic = getattr(request_properties, "ResponseTopic", None)
-        if response_topic:
+        targets.append((self.topics.answer(delivery.kiosk, delivery.uuid), main))
+        # Only a ResponseTopic inside the kiosk's own reply tree is kept (_delivery sets the others aside).
+        if delivery.response_topic:
             extra = Properties(PacketTypes.PUBLISH)
             extra.ContentType = "application/json"
-            correlation = getattr(request_properties, "CorrelationData", None)
-            if correlation is not None:
-                extra.CorrelationData = correlation
-            targets.append((response_topic, extra))
-        reply = _Reply(message.mid, message.qos, len(targets))
+            if delivery.correlation is not None:
+                extra.CorrelationData = delivery.correlation
+            targets.append((delivery.response_topic, extra))
+        reply = _Reply(delivery.mid, delivery.qos, len(targets))
         with self._pub_lock:
             self._open_replies += 1
         for topic, properties in targets:

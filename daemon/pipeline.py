@@ -19,15 +19,17 @@ import cv2
 import numpy as np
 import pybase64
 
+from calibration.intrinsics import Intrinsics
 from calibration.kiosk import Kiosk, choose_intrinsics, load_kiosk
-from daemon import grades, guidance, lift, measures, metrics, pose, render
+from calibration.roll import CameraTilt, LineSegments, line_segments, tilt_from_segments
+from daemon import facing, grades, guidance, leveling, lift, measures, metrics, pose, render
 from daemon.answer import ViewResult, build_answer
 from daemon.config import Config
 from daemon.errors import AnalysisError
 from daemon.imageio import Decoded, decode_upright
 from daemon.layouts import head_top_px, layout22
 from daemon.request import AnalyzeRequest
-from daemon.views import PhotoPoses
+from daemon.views import PhotoPoses, ViewPose
 from engines.backends import open_backend, select_backend
 from engines.models import model_paths, model_sha256
 
@@ -50,6 +52,9 @@ class _Photo:
     decoded: Decoded | None = None
     poses: PhotoPoses | None = None
     measures: dict | None = None
+    intrinsics: Intrinsics | None = None
+    tilt: CameraTilt | None = None
+    facing_verdict: facing.Facing | None = None
     result: ViewResult | None = None
     messages: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
@@ -79,6 +84,8 @@ class Analyzer:
         # Kiosk files are read once, at start: a broken one stops the daemon with the reason.
         self.kiosks: dict[str, Kiosk] = {name: load_kiosk(path) for name, path in config.calibration.kiosks.items()}
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="view")
+        # Line finding for the camera's roll runs beside each photo's pose stage (it needs no landmarks).
+        self._lines_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="lines")
         # Timings of the last request, by stage (the benchmark prints them).
         self.last_timings: dict[str, float] = {}
         log.info("analyzer ready: %s (%s); models %s", self.backend.description, self.backend_reason, self.model_versions)
@@ -95,6 +102,7 @@ class Analyzer:
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
+        self._lines_pool.shutdown(wait=True)
         self.backend.close()
 
     def estimate(self, decoded: Decoded, timings: dict[str, float] | None = None) -> PhotoPoses:
@@ -166,18 +174,42 @@ class Analyzer:
         timings = photo.timings
         with _stage("decode", timings):
             photo.decoded = decode_upright(photo.data, photo.kind, settings.max_pixels, self.decode_min_side())
-        photo.poses = self.estimate(photo.decoded, timings)  # records "detect" and "landmarks"
+        placed = kiosk is not None and kiosk.placement is not None
+        lines = None
+        if settings.level_from_lines and not placed:
+            lines = self._lines_pool.submit(line_segments, photo.decoded.pixels)
+        try:
+            photo.poses = self.estimate(photo.decoded, timings)  # records "detect" and "landmarks"
+        finally:
+            # Wait for the lines even on an error: nothing of this photo may outlive its request. The
+            # "lines" stage is the time line finding adds after the pose stage.
+            with _stage("lines", timings):
+                found = lines.result() if lines is not None else None
         if not photo.poses.people:
             raise AnalysisError("processing", f"no person found in the {photo.kind} image")
+        with _stage("level", timings):
+            # The camera: the kiosk's calibration, else the photo's EXIF focal length, else a typical phone.
+            photo.intrinsics = choose_intrinsics(
+                photo.decoded.photo_size, kiosk, exif_source=photo.data,
+                default_vfov_deg=self.config.calibration.default_vfov_deg,
+            )
+            photo.tilt = camera_tilt(photo.decoded, photo.poses, photo.intrinsics, kiosk, found)
         with _stage("measures", timings):
             # World landmarks carry a left/right bias that only flip averaging cancels (accuracy.md).
-            measure = measures.front_measures if photo.kind == "front" else measures.side_measures
-            photo.measures = measure(photo.poses.main, use_world=settings.flip_test)
+            photo.measures = measure_level(photo.poses.main, photo.kind, photo.intrinsics, photo.tilt,
+                                           use_world=settings.flip_test)
+            # A back view in the front slot (or a front or back view in the side slot) gives no measures
+            # rather than ones read with left and right swapped.
+            photo.facing_verdict = facing.facing(photo.poses.main)
+            wrong_view = facing.wrong_view_reason(photo.kind, photo.facing_verdict)
+            if wrong_view is not None:
+                photo.measures = facing.withhold(photo.measures, wrong_view)
         with _stage("render", timings):
             # One reduced copy at the annotated size serves the drawing and the guidance checks.
             display, _ = render.fit_within(photo.decoded.pixels, settings.annotated_max_side)
+            roll = photo.tilt.roll_deg if photo.tilt.applied and photo.tilt.roll_deg is not None else 0.0
             annotated, scale = render.render_annotated(
-                display, photo.poses.main, photo.measures, photo.kind, settings.annotated_max_side
+                display, photo.poses.main, photo.measures, photo.kind, settings.annotated_max_side, roll
             )
         with _stage("encode", timings):
             jpeg = self._encode(annotated, photo.kind)
@@ -187,6 +219,10 @@ class Analyzer:
             small, _ = render.fit_within(display, GUIDANCE_SIDE)
             small_scale = small.shape[1] / photo.decoded.photo_size[0]
             photo.messages = guidance.photo_guidance(photo.name, photo.poses, small, small_scale)
+            photo.messages += guidance.tilt_guidance(photo.name, photo.tilt)
+            facing_camera = photo.kind == "front" and photo.facing_verdict.direction == "toward"
+            arms = facing.arms_posture(photo.poses.main) if facing_camera else None
+            photo.messages += guidance.facing_guidance(photo.name, photo.kind, photo.facing_verdict, arms)
             if kiosk is not None and kiosk.placement is not None:
                 photo.messages += distance_guidance(photo.name, photo.result.camera, kiosk.placement.standing_distance_mm)
 
@@ -211,16 +247,13 @@ class Analyzer:
                      scale: float) -> ViewResult:
         person = photo.poses.main
         top = head_top_px(person)
-        # The camera: the kiosk's calibration, else the photo's EXIF focal length, else a typical phone.
-        intrinsics = choose_intrinsics(
-            person.image_size, kiosk, exif_source=photo.data, default_vfov_deg=self.config.calibration.default_vfov_deg
-        )
         points_mm, camera = lift.camera_frame_mm(
-            person, intrinsics, request.height_cm, None, self.config.pipeline.default_height_cm,
+            person, photo.intrinsics, request.height_cm, None, self.config.pipeline.default_height_cm,
             placement=kiosk.placement if kiosk else None,
         )
         # The 22-point layout in 3D: derived points as in 2D; the vertex from the lift's height model.
         top3d = np.asarray(camera.pop("head_top_mm"), dtype=np.float64)
+        camera["tilt"] = photo.tilt.to_dict()
         return ViewResult(
             poses=photo.poses,
             head_top_px=top,
@@ -229,6 +262,41 @@ class Analyzer:
             annotated_jpeg_b64=jpeg_b64,
             annotated_scale=scale,
         )
+
+
+def camera_tilt(decoded: Decoded, poses: PhotoPoses, intrinsics: Intrinsics, kiosk: Kiosk | None,
+                lines: LineSegments | None) -> CameraTilt:
+    """How the camera was held: a kiosk's calibrated placement, else the photo's own straight lines
+    (calibration/roll.py; `lines`: the photo's segments, None when reading them is switched off), the
+    people's boxes left out. Only a confident roll is applied; pitch read from lines is reported (and
+    warned about), not applied, since it rests on an assumed focal length."""
+    if kiosk is not None and kiosk.placement is not None:
+        placement = kiosk.placement
+        return CameraTilt(placement.roll_deg, placement.pitch_deg, "kiosk", 1.0, applied=True)
+    if lines is None:
+        return CameraTilt(None, None, "none", 0.0, note="not read (pipeline.level_from_lines = false)")
+    scale = decoded.scale
+    boxes = [tuple(v * scale for v in person.box) for person in poses.people]
+    tilt = tilt_from_segments(
+        lines, intrinsics.fx * scale, (intrinsics.cx * scale, intrinsics.cy * scale), boxes,  # type: ignore[arg-type]
+    )
+    tilt.applied = tilt.confident
+    return tilt
+
+
+def measure_level(person: ViewPose, kind: str, intrinsics: Intrinsics, tilt: CameraTilt | None,
+                  use_world: bool = True) -> dict[str, measures.Measure]:
+    """The view's measures as a level camera would take them: the one place camera roll (and a kiosk's
+    pitch) is corrected (daemon/leveling.py). An unconfident or absent estimate leaves them as taken."""
+    measure = measures.front_measures if kind == "front" else measures.side_measures
+
+    def run(view: ViewPose) -> dict[str, measures.Measure]:
+        return measure(view, use_world=use_world)
+
+    if tilt is None or not tilt.applied or tilt.roll_deg is None:
+        return run(person)
+    pitch = tilt.pitch_deg if (tilt.source == "kiosk" and tilt.pitch_deg is not None) else 0.0
+    return leveling.leveled_measures(person, run, intrinsics.camera_matrix, pitch, tilt.roll_deg)
 
 
 def distance_guidance(view: str, camera: dict, standing_distance_mm: float) -> list[str]:

@@ -32,6 +32,13 @@ SCORE_CLIP = 100.0
 NUM_LANDMARKS = 39  # 33 pose points + 6 auxiliary (33-34 drive the next frame's ROI in video)
 # How many people a crowded photo gets landmarks for: the main subject and a few bystanders.
 MAX_PEOPLE = 4
+# A second, closer look when the whole photo shows nobody: the detector sees the photo shrunk to 224 px,
+# where a person filling a quarter of its height is 40-60 px tall and often missed (MediaPipe's own
+# runtime misses them too). Tiles of FAR_TILE_FRACTION of each side, FAR_TILE_STEPS per side evenly
+# spread, overlap so that anyone up to 0.4 of the photo's height lies whole inside one tile, where they
+# are 2/3 of its height. Only run when the first look found nobody: a kiosk photo never pays for it.
+FAR_TILE_FRACTION = 0.6
+FAR_TILE_STEPS = 3
 
 # Mirror partner of each of the 39 model outputs; the auxiliary points lie on the body's midline.
 _MIRROR39 = np.concatenate([BLAZEPOSE_MIRROR, np.arange(33, NUM_LANDMARKS)])
@@ -194,6 +201,28 @@ def detect(backend: Backend, image_bgr: np.ndarray, min_score: float, symmetric:
         corners = _apply_affine(to_photo, box.reshape(2, 2)).reshape(4)
         detections.append(Detection(float(score), corners, _apply_affine(to_photo, points)))
     return detections
+
+
+def detect_tiles(backend: Backend, image_bgr: np.ndarray, min_score: float, symmetric: bool = False) -> list[Detection]:
+    """People found by looking at overlapping tiles of the photo (FAR_TILE_*), in photo pixels, best score
+    first; a person seen in several tiles is kept once (the best-scoring sighting)."""
+    height, width = image_bgr.shape[:2]
+    tile_w, tile_h = round(width * FAR_TILE_FRACTION), round(height * FAR_TILE_FRACTION)
+    found: list[Detection] = []
+    for y0 in np.linspace(0, height - tile_h, FAR_TILE_STEPS).round().astype(int):
+        for x0 in np.linspace(0, width - tile_w, FAR_TILE_STEPS).round().astype(int):
+            tile = image_bgr[y0:y0 + tile_h, x0:x0 + tile_w]
+            offset = np.array([x0, y0], np.float64)
+            for detection in detect(backend, tile, min_score, symmetric):
+                found.append(Detection(
+                    detection.score, detection.box_px + np.tile(offset, 2), detection.keypoints_px + offset,
+                ))
+    found.sort(key=lambda d: -d.score)
+    kept: list[Detection] = []
+    for detection in found:
+        if not kept or float(_iou(detection.box_px, np.stack([k.box_px for k in kept])).max()) <= NMS_IOU:
+            kept.append(detection)
+    return kept
 
 
 @dataclass(frozen=True)
@@ -395,7 +424,8 @@ def estimate(backend: Backend, image_bgr: np.ndarray, *, min_score: float = 0.5,
              timings: dict[str, float] | None = None) -> PhotoPoses:
     """Every person in an upright BGR photo, main subject first.
 
-    photo_size: the photo's full (width, height) when image_bgr is a reduced decode of it; the results
+    When the whole-photo look finds nobody, a second looks tile by tile (detect_tiles): someone standing
+    far off. photo_size: the photo's full (width, height) when image_bgr is a reduced decode of it; the results
     are in the full photo's pixels either way. timings, when given, receives "detect" and "landmarks"
     (seconds).
     """
@@ -405,7 +435,26 @@ def estimate(backend: Backend, image_bgr: np.ndarray, *, min_score: float = 0.5,
     pixel_scale = (photo_size[0] / width, photo_size[1] / height)
     started = time.perf_counter()
     detections = detect(backend, image_bgr, min_score, symmetric=flip_test)
-    detected = time.perf_counter()
+    detect_seconds = time.perf_counter() - started
+    people = _landmarks(backend, image_bgr, detections, min_presence, flip_test, photo_size, pixel_scale)
+    landmark_seconds = time.perf_counter() - started - detect_seconds
+    if not people:
+        # Nobody at the first look: a closer look, tile by tile, for someone standing far off.
+        tiles_started = time.perf_counter()
+        detections = detect_tiles(backend, image_bgr, min_score, symmetric=flip_test)
+        detect_seconds += time.perf_counter() - tiles_started
+        landmarks_started = time.perf_counter()
+        people = _landmarks(backend, image_bgr, detections, min_presence, flip_test, photo_size, pixel_scale)
+        landmark_seconds += time.perf_counter() - landmarks_started
+    if timings is not None:
+        timings["detect"] = detect_seconds
+        timings["landmarks"] = landmark_seconds
+    return PhotoPoses(image_size=photo_size, people=main_subject_order(people), detections=len(detections))
+
+
+def _landmarks(backend: Backend, image_bgr: np.ndarray, detections: list[Detection], min_presence: float,
+               flip_test: bool, photo_size: tuple[int, int], pixel_scale: tuple[float, float]) -> list[ViewPose]:
+    """Landmarks for each detection (up to MAX_PEOPLE) that the landmark model agrees is a person."""
     people = []
     for detection in detections[:MAX_PEOPLE]:
         roi = detection_roi(detection)
@@ -417,7 +466,4 @@ def estimate(backend: Backend, image_bgr: np.ndarray, *, min_score: float = 0.5,
         if crop.pose_flag < min_presence:
             continue
         people.append(to_view(crop, roi, photo_size, detection.score, pixel_scale))
-    if timings is not None:
-        timings["detect"] = detected - started
-        timings["landmarks"] = time.perf_counter() - detected
-    return PhotoPoses(image_size=photo_size, people=main_subject_order(people), detections=len(detections))
+    return people

@@ -44,7 +44,10 @@ DRAW_MIN_VISIBILITY = 0.5
 
 
 class _Style:
-    def __init__(self, longest_side: int):
+    def __init__(self, longest_side: int, roll_deg: float = 0.0):
+        # The camera's roll taken out of the measures: the reference lines follow the world's horizontal
+        # and vertical as they appear in the photo, which is what the values are read against.
+        self.roll = math.radians(roll_deg)
         unit = max(longest_side, 200) / 1000.0
         self.line = max(1, round(3 * unit))
         self.thin = max(1, round(1.5 * unit))
@@ -62,6 +65,16 @@ def _label(img: np.ndarray, text: str, anchor: tuple[float, float], colour, styl
     y = int(min(max(anchor[1], th + style.pad), img.shape[0] - style.pad))
     cv2.putText(img, text, (x, y), font, style.font_scale, (20, 20, 20), style.outline, cv2.LINE_AA)
     cv2.putText(img, text, (x, y), font, style.font_scale, colour, style.font_thickness, cv2.LINE_AA)
+
+
+def _world_horizontal(style: _Style) -> np.ndarray:
+    """The world's horizontal (toward image right) as it appears in the photo."""
+    return np.array([math.cos(style.roll), math.sin(style.roll)])
+
+
+def _world_up(style: _Style) -> np.ndarray:
+    """The world's up as it appears in the photo."""
+    return np.array([math.sin(style.roll), -math.cos(style.roll)])
 
 
 def _ipt(p) -> tuple[int, int]:
@@ -110,7 +123,7 @@ def _front_line(img, measure: Measure, s: float, style: _Style) -> None:
     right = np.asarray(measure.points_px[0]) * s
     left = np.asarray(measure.points_px[1]) * s
     length = abs(left[0] - right[0])
-    _dashed(img, right, (right[0] + math.copysign(length, left[0] - right[0]), right[1]),
+    _dashed(img, right, right + math.copysign(length, left[0] - right[0]) * _world_horizontal(style),
             REFERENCE_COLOUR, style.thin, 6 * style.thin)
     cv2.line(img, _ipt(right), _ipt(left), _colour(measure), style.line, cv2.LINE_AA)
     end = left if left[0] > right[0] else right
@@ -125,7 +138,8 @@ def _draw_front(img, view: ViewPose, measures: dict[str, Measure], s: float, sty
     if tilt is not None and tilt.value is not None and len(tilt.points_px) == 2:
         ankles = np.asarray(tilt.points_px[0]) * s
         shoulders = np.asarray(tilt.points_px[1]) * s
-        _dashed(img, ankles, (ankles[0], shoulders[1]), REFERENCE_COLOUR, style.thin, 6 * style.thin)
+        _dashed(img, ankles, ankles + (ankles[1] - shoulders[1]) * _world_up(style), REFERENCE_COLOUR, style.thin,
+                6 * style.thin)
         cv2.line(img, _ipt(ankles), _ipt(shoulders), _colour(tilt), style.thin + 1, cv2.LINE_AA)
         mid = 0.5 * (ankles + shoulders)
         _label(img, _value_text(tilt), (mid[0] + 2 * style.pad, mid[1]), _colour(tilt), style)
@@ -144,7 +158,7 @@ def _angle_from_horizontal(img, origin, end, measure: Measure, style: _Style) ->
     """Line origin->end with a horizontal reference from origin toward end, labelled at the origin."""
     length = float(np.linalg.norm(end - origin))
     direction = math.copysign(1.0, end[0] - origin[0]) if end[0] != origin[0] else 1.0
-    _dashed(img, origin, (origin[0] + direction * length, origin[1]), REFERENCE_COLOUR, style.thin,
+    _dashed(img, origin, origin + direction * length * _world_horizontal(style), REFERENCE_COLOUR, style.thin,
             6 * style.thin)
     cv2.line(img, _ipt(origin), _ipt(end), _colour(measure), style.line, cv2.LINE_AA)
     cv2.circle(img, _ipt(origin), style.radius + 1, _colour(measure), -1, cv2.LINE_AA)
@@ -156,8 +170,9 @@ def _draw_side(img, view: ViewPose, measures: dict[str, Measure], s: float, styl
         ankles = np.asarray(tilt.points_px[0]) * s
         shoulders = np.asarray(tilt.points_px[1]) * s
         # The plumb line: vertical through the foot, up the whole photo.
-        _dashed(img, (ankles[0], img.shape[0] - 1), (ankles[0], 0), REFERENCE_COLOUR, style.thin,
-                6 * style.thin)
+        up = _world_up(style)
+        below, above = (img.shape[0] - 1 - ankles[1]) / -up[1], ankles[1] / -up[1]
+        _dashed(img, ankles - below * up, ankles + above * up, REFERENCE_COLOUR, style.thin, 6 * style.thin)
         cv2.line(img, _ipt(ankles), _ipt(shoulders), _colour(tilt), style.thin + 1, cv2.LINE_AA)
         mid = 0.5 * (ankles + shoulders)
         _label(img, _value_text(tilt), (mid[0] + 2 * style.pad, mid[1]), _colour(tilt), style)
@@ -199,16 +214,18 @@ def fit_within(image: np.ndarray, longest: int) -> tuple[np.ndarray, float]:
 
 
 def render_annotated(
-    image_bgr: np.ndarray, view: ViewPose, measures: dict[str, Measure], kind: str, max_side: int
+    image_bgr: np.ndarray, view: ViewPose, measures: dict[str, Measure], kind: str, max_side: int,
+    roll_deg: float = 0.0,
 ) -> tuple[np.ndarray, float]:
     """The photo with the analysis drawn on it, longest side <= max_side (0: full size), and its scale
-    (annotated px per photo px; image_bgr may be a reduced decode of the photo that view describes)."""
+    (annotated px per photo px; image_bgr may be a reduced decode of the photo that view describes).
+    roll_deg: the camera roll the measures were corrected for (the reference lines follow it)."""
     img, _ = fit_within(image_bgr, max_side)
     if img is image_bgr:
         img = image_bgr.copy()  # draw on our own copy, never on the caller's pixels
     # Map photo px -> drawn px (image_bgr may be a reduced decode or display copy of the photo).
     s = img.shape[1] / view.image_size[0]
-    style = _Style(max(img.shape[:2]))
+    style = _Style(max(img.shape[:2]), roll_deg)
     pts = view.keypoints_px.astype(np.float64) * s
     _draw_skeleton(img, pts, view.visibility, style)
     if kind == "front":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import binascii
+import dataclasses
 import datetime as dt
 import functools
 import hashlib
@@ -36,17 +37,29 @@ class AnalyzeRequest:
     gender: str | None = None
     birthday: dt.date | None = None
     kiosk: str | None = None
+    # The MQTT kiosk tree (the kiosk's broker username) the request arrived on; None: HTTP, CLI, plain tree.
+    topic_tree: str | None = None
     # Notes for the answer's `message` (optional fields that were unreadable and ignored).
     notes: list[str] = field(default_factory=list)
 
     @functools.cached_property
     def input_hash(self) -> str:
-        """Identifies the photos, so a uuid reused with other photos can be told apart from a redelivery."""
+        """Identifies every input that shapes the answer, so a uuid re-sent with any other input (photos,
+        height, kiosk, another kiosk's topic tree, any field added later) is told apart from a redelivery.
+
+        Every field takes part except `id`: it does not change the answer, and a plain hash of an e-mail
+        address stored beside the answer would identify the member.
+        """
         digest = hashlib.sha256()
         for part in (self.front_image, self.side_image):
             digest.update(hashlib.sha256(part).digest())
-        digest.update(repr(self.height_cm).encode())
+        shaping = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in _NOT_HASHED}
+        digest.update(orjson.dumps(shaping, default=repr, option=orjson.OPT_SORT_KEYS))
         return digest.hexdigest()
+
+
+# Left out of the input hash: the photos are hashed on their own, and `id` does not shape the answer.
+_NOT_HASHED = frozenset({"id", "front_image", "side_image"})
 
 
 def uuid_problem(uuid: object) -> str | None:

@@ -19,7 +19,7 @@ from concurrent.futures import Future
 from typing import Any
 
 from daemon import metrics
-from daemon.config import Config
+from daemon.config import Config, ConfigError, redact_url
 from daemon.errors import AnalysisError
 from daemon.request import AnalyzeRequest
 from daemon.store import ResultStore
@@ -61,6 +61,8 @@ class Service:
         self._in_flight: dict[str, tuple[str, Future]] = {}
         # Transport states for /healthz (e.g. {"mqtt": "connected"}), written by the transports.
         self.transport_status: dict[str, str] = {}
+        # name -> a check that says why the daemon is degraded (None when it is not), for /healthz.
+        self.health_checks: dict[str, Callable[[], str | None]] = {}
         self._purge_stop = threading.Event()
         self._purge_thread: threading.Thread | None = None
 
@@ -102,7 +104,12 @@ class Service:
             "queue_size": self.worker.queue_size,
             "accepting": self.worker.accepting,
             "transports": dict(self.transport_status),
+            "problems": self.problems(),
         }
+
+    def problems(self) -> list[str]:
+        """Why the daemon is degraded (e.g. its broker unreachable for too long); empty when it is not."""
+        return [problem for check in list(self.health_checks.values()) if (problem := check())]
 
     def has_room(self) -> bool:
         return self.worker.has_room()
@@ -116,6 +123,10 @@ class Service:
         Raises AnalysisError at once for a uuid conflict with a stored answer and for a full queue
         ("overload"). Blocking only on the store lookup (milliseconds): call it off the event loop.
         """
+        kiosks = self.config.calibration.kiosks
+        if request.kiosk is not None and request.kiosk not in kiosks:
+            # Before the store: a stored uuid re-sent with an unknown kiosk is refused, not answered.
+            raise AnalysisError("validation", f"unknown kiosk {request.kiosk!r}", text="invalid field: kiosk")
         input_hash = request.input_hash
         if self.store is not None:
             stored = self.store.lookup(request.uuid, input_hash)
@@ -261,11 +272,15 @@ def run_server(config: Config, analyzer_factory: Callable[[Config], Any] | None 
     if config.mqtt.url:
         from daemon.mqtt import MqttBridge
 
-        bridge = MqttBridge(service, config.mqtt)
+        try:
+            bridge = MqttBridge(service, config.mqtt)
+        except ConfigError:
+            service.stop(0)
+            raise
         bridge.start()
     log.info(
         "serving HTTP on %s:%d%s", config.http.host, config.http.port,
-        f" and MQTT {config.mqtt.url} under {config.mqtt.topic_prefix}" if bridge else "",
+        f" and MQTT {redact_url(config.mqtt.url or '')} under {config.mqtt.topic_prefix}" if bridge else "",
     )
     try:  # uvloop where it is installed (Linux): a faster event loop for the multi-megabyte bodies
         import uvloop

@@ -1,7 +1,7 @@
 """The result store: uuid -> the answer JSON, in SQLite (WAL), kept for a retention period.
 
 Only successful answers are stored (decisions.md): a kiosk may retry a uuid after an error. A uuid that
-already has an answer and arrives with other photos (a different input hash) is a conflict. The
+already has an answer and arrives with other inputs (a different input hash) is a conflict. The
 uploaded photos are stored only when `keep_photos` is on; the annotated photos are part of the answer.
 """
 
@@ -36,7 +36,8 @@ CREATE INDEX IF NOT EXISTS results_created_at ON results (created_at);
 def _conflict(uuid: str) -> AnalysisError:
     return AnalysisError(
         "conflict",
-        f"uuid {uuid} was already answered for other photos; use a new uuid for a new analysis",
+        f"uuid {uuid} was already answered for other photos or other settings (height, kiosk, the kiosk's "
+        "topic tree ...); use a new uuid for a new analysis",
     )
 
 

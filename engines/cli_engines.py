@@ -38,14 +38,15 @@ def _engine_dir(config: Config) -> Path:
 
 def build_engines(config: Config, out: TextIO = sys.stdout) -> int:
     """Build (or confirm) an engine for every ONNX file in config.models.dir."""
-    from engines.tensorrt import EngineBuildError, ensure_engines, unavailable_reason
+    from engines.backends import tensorrt_unavailable_reason
+    from engines.tensorrt import EngineBuildError, ensure_engines
 
     models_dir = Path(config.models.dir).expanduser()
     onnx_files = sorted(models_dir.glob("*.onnx"))
     if not onnx_files:
         out.write(f"no ONNX models in {models_dir}: fetch and convert them first (skeletond models fetch)\n")
         return EXIT_FAILED
-    missing = unavailable_reason()
+    missing = tensorrt_unavailable_reason()  # says "no permission ... group video" where that is why
     if missing is not None:
         out.write(f"cannot build TensorRT engines here: tensorrt: {missing}\n")
         return EXIT_UNAVAILABLE

@@ -3,22 +3,35 @@
 They check the calling sequence (shapes set before execution, addresses bound, copies through the bound
 buffers, context pushed) and compute the tiny test model of test_tensorrt.py with numpy. They say
 nothing about the real libraries' behaviour: the GPU tests do.
+
+The stand-in `tensorrt` has the names of the version it plays, as NVIDIA's real bindings do (checked
+against them by tests/test_tensorrt_real.py): 8.6 has EXPLICIT_BATCH and no STRONGLY_TYPED; 10.x has
+both; 11.x has only STRONGLY_TYPED (= 0), no BuilderFlag.FP16 and no Builder.platform_has_fast_fp16.
+With `real` (a real binding module) its enums, ILogger, IProgressMonitor and nptype are the real ones,
+and each stand-in class names the real class it plays in `trt_name` (tests/real_tensorrt.py checks
+every call against that class's signatures).
 """
 
 from __future__ import annotations
 
 import itertools
+import tempfile
 import types
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from engines.engine_cache import tensorrt_major
 from engines.onnx_spec import read_model_spec
 
 
-def make_fakes(compute: Callable[[np.ndarray], dict[str, np.ndarray]], version: str = "10.3.0"):
+def make_fakes(
+    compute: Callable[[np.ndarray], dict[str, np.ndarray]], version: str = "10.3.0", real: Any = None
+):
     """(trt, cuda, state): `compute` maps the input batch to the model's outputs."""
+    major = tensorrt_major(version)
     state = types.SimpleNamespace(builds=0, context_stack=[], contexts_alive=0, executions=0, device_memory={})
     addresses = itertools.count(0x1000, 0x1000)
 
@@ -121,24 +134,37 @@ def make_fakes(compute: Callable[[np.ndarray], dict[str, np.ndarray]], version: 
             pass
 
     class Network:
+        trt_name = "INetworkDefinition"
+
         def __init__(self, flags: int) -> None:
             self.flags = flags
             self.onnx_path: str | None = None
 
     class OnnxParser:
+        trt_name = "OnnxParser"
         num_errors = 0
 
         def __init__(self, network: Network, logger: ILogger) -> None:
             self.network = network
 
-        def parse(self, model: bytes) -> bool:
-            raise NotImplementedError("the fake parses files only")
+        def parse(self, model: bytes, path: str | None = None) -> bool:
+            # The plan names an ONNX file (see deserialize_cuda_engine): keep the bytes in one, in a
+            # folder that lives as long as the stand-ins.
+            if not hasattr(state, "parsed_dir"):
+                state.parsed_dir = tempfile.TemporaryDirectory(prefix="fake-trt-")
+            path = Path(state.parsed_dir.name) / f"parsed-{len(list(Path(state.parsed_dir.name).iterdir()))}.onnx"
+            path.write_bytes(model)
+            self.network.onnx_path = str(path)
+            self.network.parsed_bytes = len(model)
+            return True
 
         def parse_from_file(self, path: str) -> bool:
             self.network.onnx_path = path
             return True
 
     class TimingCache:
+        trt_name = "ITimingCache"
+
         def __init__(self, data: bytes) -> None:
             self.data = data
 
@@ -146,6 +172,8 @@ def make_fakes(compute: Callable[[np.ndarray], dict[str, np.ndarray]], version: 
             return b"timing cache"
 
     class BuilderConfig:
+        trt_name = "IBuilderConfig"
+
         def __init__(self) -> None:
             self.flags: set = set()
             self.profiles: list = []
@@ -172,11 +200,13 @@ def make_fakes(compute: Callable[[np.ndarray], dict[str, np.ndarray]], version: 
             return self.timing_cache
 
     class Profile(dict):
+        trt_name = "IOptimizationProfile"
+
         def set_shape(self, name: str, min_shape, opt_shape, max_shape) -> None:
             self[name] = (tuple(min_shape), tuple(opt_shape), tuple(max_shape))
 
     class Builder:
-        platform_has_fast_fp16 = True
+        trt_name = "Builder"
 
         def __init__(self, logger: ILogger) -> None:
             pass
@@ -200,6 +230,8 @@ def make_fakes(compute: Callable[[np.ndarray], dict[str, np.ndarray]], version: 
         OUTPUT = "output"
 
     class ExecutionContext:
+        trt_name = "IExecutionContext"
+
         def __init__(self, engine: Engine) -> None:
             self.engine = engine
             self.addresses: dict[str, int] = {}
@@ -233,6 +265,8 @@ def make_fakes(compute: Callable[[np.ndarray], dict[str, np.ndarray]], version: 
             return True
 
     class Engine:
+        trt_name = "ICudaEngine"
+
         def __init__(self, onnx_path: str) -> None:
             self.spec = read_model_spec(Path(onnx_path))
             self.names = [s.name for s in self.spec.inputs] + [s.name for s in self.spec.outputs]
@@ -242,16 +276,19 @@ def make_fakes(compute: Callable[[np.ndarray], dict[str, np.ndarray]], version: 
             return self.names[index]
 
         def get_tensor_mode(self, name: str) -> str:
-            return TensorIOMode.INPUT if name in {s.name for s in self.spec.inputs} else TensorIOMode.OUTPUT
+            modes = trt.TensorIOMode
+            return modes.INPUT if name in {s.name for s in self.spec.inputs} else modes.OUTPUT
 
-        def get_tensor_dtype(self, name: str) -> str:
-            return "float32"
+        def get_tensor_dtype(self, name: str) -> Any:
+            return real.DataType.FLOAT if real is not None else "float32"
 
         def create_execution_context(self) -> ExecutionContext:
             require_context()
             return ExecutionContext(self)
 
     class Runtime:
+        trt_name = "Runtime"
+
         def __init__(self, logger: ILogger) -> None:
             pass
 
@@ -261,6 +298,15 @@ def make_fakes(compute: Callable[[np.ndarray], dict[str, np.ndarray]], version: 
                 return None
             return Engine(data[len(b"plan:") :].decode())
 
+    if major < 11:
+        Builder.platform_has_fast_fp16 = True  # removed in 11.x
+    if major < 10:
+        creation_flags = types.SimpleNamespace(EXPLICIT_BATCH=0, EXPLICIT_PRECISION=1)
+    elif major == 10:
+        creation_flags = types.SimpleNamespace(EXPLICIT_BATCH=0, STRONGLY_TYPED=1)
+    else:  # 11.x: explicit batch is the only mode, and STRONGLY_TYPED is 0 (ignored: always strongly typed)
+        creation_flags = types.SimpleNamespace(STRONGLY_TYPED=0)
+    builder_flags = types.SimpleNamespace(FP16="fp16") if major < 11 else types.SimpleNamespace()
     trt = types.SimpleNamespace(
         __version__=version,
         ILogger=ILogger,
@@ -268,9 +314,16 @@ def make_fakes(compute: Callable[[np.ndarray], dict[str, np.ndarray]], version: 
         Runtime=Runtime,
         OnnxParser=OnnxParser,
         TensorIOMode=TensorIOMode,
-        NetworkDefinitionCreationFlag=types.SimpleNamespace(EXPLICIT_BATCH=0, STRONGLY_TYPED=1),
+        NetworkDefinitionCreationFlag=creation_flags,
         MemoryPoolType=types.SimpleNamespace(WORKSPACE="workspace"),
-        BuilderFlag=types.SimpleNamespace(FP16="fp16"),
+        BuilderFlag=builder_flags,
         nptype=lambda dtype: np.dtype(dtype).type,
     )
+    if real is not None:
+        for name in ("ILogger", "IProgressMonitor", "TensorIOMode", "NetworkDefinitionCreationFlag",
+                     "MemoryPoolType", "BuilderFlag", "DataType", "nptype"):
+            if hasattr(real, name):
+                setattr(trt, name, getattr(real, name))
+            elif hasattr(trt, name):
+                delattr(trt, name)
     return trt, cuda, state

@@ -133,7 +133,7 @@ def test_burst_is_spread_over_three_daemons_each_answered_once(tmp_path, capsys)
 
     with Fleet(tmp_path, *SHARED_BROKER, size=3) as fleet:
         payloads = burst(90, "spread")
-        with KioskClient(fleet.url, fleet.prefix, kiosk=None) as client:
+        with KioskClient(fleet.url, fleet.prefix, kiosk="kiosk-01") as client:
             outcomes = client.request_many(payloads, timeout_s=120, attempts=1)
         assert all(outcome.ok for outcome in outcomes.values()), [o.error for o in outcomes.values() if not o.ok]
         assert_one_result_per_uuid(fleet.observer, payloads)
@@ -170,7 +170,7 @@ def _run_burst_in_background(fleet: Fleet, payloads: list[dict], timeout_s: floa
     outcomes: dict = {}
 
     def run() -> None:
-        with KioskClient(fleet.url, fleet.prefix, kiosk=None) as client:
+        with KioskClient(fleet.url, fleet.prefix, kiosk="kiosk-01") as client:
             outcomes.update(client.request_many(payloads, timeout_s=timeout_s, attempts=attempts))
 
     thread = threading.Thread(target=run)

@@ -169,8 +169,10 @@ class Kiosk:
         self.client.disconnect()
         self.client.loop_stop()
 
-    def publish(self, payload: bytes, properties: Properties | None = None) -> None:
-        self.client.publish(f"{self.prefix}/request", payload, qos=1, properties=properties)
+    def publish(self, payload: bytes, properties: Properties | None = None, topic: str | None = None,
+                retain: bool = False) -> None:
+        """On the plain request topic unless `topic` names another (e.g. a kiosk tree's request/<kiosk>)."""
+        self.client.publish(topic or f"{self.prefix}/request", payload, qos=1, properties=properties, retain=retain)
 
     def on(self, topic: str) -> list[mqtt.MQTTMessage]:
         with self.lock:
@@ -188,10 +190,13 @@ class Kiosk:
         return found
 
     def status(self, daemon_id: str) -> list[bytes]:
+        return [m.payload for m in self.on(f"{self.prefix}/status/{daemon_id}")]
+
+    def states(self, daemon_id: str) -> list[bytes]:
         """The states (b"online", b"offline", ...) of the daemon's retained JSON status messages."""
         from daemon.fleet.status import parse_status
 
-        return [parse_status(daemon_id, m.payload).state.encode() for m in self.on(f"{self.prefix}/status/{daemon_id}")]
+        return [parse_status(daemon_id, payload).state.encode() for payload in self.status(daemon_id)]
 
 
 # -- the daemon as a process ----------------------------------------------------------------------
@@ -199,7 +204,8 @@ class Kiosk:
 
 class Daemon:
     def __init__(self, tmp_path: Path, host: str, port: int, prefix: str, stop_timeout_s: float = 30,
-                 queue_size: int = 4, mqtt_extra: str = "", scheme: str = "mqtt"):
+                 queue_size: int = 4, mqtt_extra: str = "", scheme: str = "mqtt", url: str | None = None,
+                 extra_sections: str = ""):
         self.tmp_path = tmp_path
         self.prefix = prefix
         self.daemon_id = f"test-{uuidlib.uuid4().hex[:8]}"
@@ -208,11 +214,11 @@ class Daemon:
         self.config_path = tmp_path / f"{self.daemon_id}.toml"
         self.config_path.write_text(
             f'[http]\nport = {self.http_port}\n'
-            f'[mqtt]\nurl = "{scheme}://{host}:{port}"\ntopic_prefix = "{prefix}"\n'
+            f'[mqtt]\nurl = "{url or f"{scheme}://{host}:{port}"}"\ntopic_prefix = "{prefix}"\n'
             f'client_id = "skeletond-{self.daemon_id}"\ndaemon_id = "{self.daemon_id}"\n'
             f'session_expiry_s = 600\n{mqtt_extra}'
             f'[worker]\nqueue_size = {queue_size}\nstop_timeout_s = {stop_timeout_s}\n'
-            f'[store]\npath = "{tmp_path / "results.sqlite3"}"\n'
+            f'[store]\npath = "{tmp_path / "results.sqlite3"}"\n{extra_sections}'
         )
         self.process: subprocess.Popen | None = None
         self.starts = 0
@@ -284,9 +290,9 @@ def assert_answer(answer: dict, uuid: str) -> None:
 
 def test_result_topic_and_mqtt5_response_topic(tmp_path, prefix):
     with daemon_and_kiosk(tmp_path, *SHARED_BROKER, prefix) as (daemon, kiosk):
-        wait_until(lambda: b"online" in kiosk.status(daemon.daemon_id), 10, "the retained online status")
+        wait_until(lambda: b"online" in kiosk.states(daemon.daemon_id), 10, "the retained online status")
         kiosk.publish(request_payload("plain-1"))
-        reply_topic = f"{prefix}/replies/kiosk-7"
+        reply_topic = f"{prefix}/reply/kiosk-7"  # a plain request's ResponseTopic lies under reply/
         kiosk.client.subscribe(reply_topic, qos=1)
         properties = Properties(PacketTypes.PUBLISH)
         properties.ResponseTopic = reply_topic
@@ -404,7 +410,7 @@ def test_broker_restart_mid_burst(tmp_path, prefix, own_broker):
 def test_sigterm_during_burst_finishes_in_flight_and_publishes_offline(tmp_path, prefix):
     stop_timeout = 20
     with daemon_and_kiosk(tmp_path, *SHARED_BROKER, prefix, stop_timeout_s=stop_timeout) as (daemon, kiosk):
-        wait_until(lambda: b"online" in kiosk.status(daemon.daemon_id), 10, "the online status")
+        wait_until(lambda: b"online" in kiosk.states(daemon.daemon_id), 10, "the online status")
         uuids = [f"term-{index:02d}" for index in range(30)]
         for uuid in uuids:
             kiosk.publish(request_payload(uuid))
@@ -414,7 +420,7 @@ def test_sigterm_during_burst_finishes_in_flight_and_publishes_offline(tmp_path,
         daemon.signal(signal.SIGTERM)
         assert daemon.wait(stop_timeout + 5) == 0, daemon.log()
         assert time.monotonic() - started < stop_timeout
-        wait_until(lambda: kiosk.status(daemon.daemon_id)[-1:] == [b"offline"], 10, "the offline status")
+        wait_until(lambda: kiosk.states(daemon.daemon_id)[-1:] == [b"offline"], 10, "the offline status")
         assert "stopping: intake closed" in daemon.log()
         answered_at_stop = set(kiosk.results())
         assert answered_at_stop < set(uuids), "the burst finished before SIGTERM; nothing was tested"
@@ -429,7 +435,8 @@ def test_sigterm_during_burst_finishes_in_flight_and_publishes_offline(tmp_path,
 
 def test_credentials_and_the_example_acl(tmp_path):
     """deploy/mosquitto.acl on a real broker: the daemon (user skeletond) reads requests and writes results;
-    a kiosk publishes requests, reads results, and cannot read other kiosks' requests."""
+    a kiosk publishes requests on its own tree, reads its own results and replies, and cannot read requests
+    (tests/test_mqtt_privacy.py: nor another kiosk's results)."""
     passwords = tmp_path / "passwd"
     passwords.touch()
     for user, secret in (("skeletond", "daemon-secret"), ("kiosk-01", "kiosk-secret")):
@@ -447,7 +454,7 @@ def test_credentials_and_the_example_acl(tmp_path):
                     mqtt_extra='username = "skeletond"\npassword = "daemon-secret"\n')
     try:
         daemon.start()
-        kiosk.client.subscribe(f"{prefix}/request", qos=1)
+        kiosk.client.subscribe(f"{prefix}/request/#", qos=1)
         wait_until(lambda: len(kiosk.subscribe_codes) >= 2, 10, "the kiosk's second SUBACK")
         # Mosquitto 2.0 grants the subscription and filters each message by the ACL's read rules.
         reply_topic = f"{prefix}/reply/kiosk-01/screen"
@@ -455,13 +462,15 @@ def test_credentials_and_the_example_acl(tmp_path):
         properties = Properties(PacketTypes.PUBLISH)
         properties.ResponseTopic = reply_topic
         properties.CorrelationData = b"acl-corr"
-        kiosk.publish(request_payload("acl-1"), properties)
-        wait_until(lambda: "acl-1" in kiosk.results(), 60, "the result through the ACL")
+        kiosk.publish(request_payload("acl-1"), properties, topic=f"{prefix}/request/kiosk-01")
+        result_topic = f"{prefix}/result/kiosk-01/acl-1"
+        wait_until(lambda: kiosk.on(result_topic), 60, "the result through the ACL")
         wait_until(lambda: kiosk.on(reply_topic), 10, "the reply in the kiosk's own reply tree")
         assert kiosk.on(reply_topic)[0].properties.CorrelationData == b"acl-corr"
-        assert_answer(kiosk.results()["acl-1"][0], "acl-1")
-        assert not kiosk.on(f"{prefix}/request"), "a kiosk must not read requests (photos, e-mail addresses)"
-        wait_until(lambda: b"online" in kiosk.status(daemon.daemon_id), 10, "the daemon's status")
+        assert_answer(orjson.loads(kiosk.on(result_topic)[0].payload), "acl-1")
+        assert not [m for m in kiosk.messages if "/request" in m.topic], \
+            "a kiosk must not read requests (photos, e-mail addresses)"
+        wait_until(lambda: b"online" in kiosk.states(daemon.daemon_id), 10, "the daemon's status")
     finally:
         daemon.close()
         kiosk.close()

@@ -62,3 +62,25 @@ def test_input_hash_tells_other_photos_apart():
     again = parse_request(_payload())
     other = parse_request(_payload(sorigimg=base64.b64encode(PHOTO + b"!").decode()))
     assert first.input_hash == again.input_hash != other.input_hash
+
+
+def test_input_hash_covers_every_field_that_shapes_the_answer():
+    """A stored uuid re-sent with any other answer-shaping input is a conflict, not a redelivery."""
+    base = parse_request(_payload(height=170, kiosk="front-desk"))
+    same = parse_request(_payload(height=170, kiosk="front-desk", id="someone-else@b.c"))
+    assert same.input_hash == base.input_hash  # the member id does not shape the answer
+    variants = [
+        parse_request(_payload(height=170)),                              # no kiosk
+        parse_request(_payload(height=170, kiosk="back-room")),           # another kiosk
+        parse_request(_payload(height=171, kiosk="front-desk")),          # another height
+        parse_request(_payload(height=170, kiosk="front-desk", weight=70)),
+        parse_request(_payload(height=170, kiosk="front-desk", gender="F")),
+        parse_request(_payload(height=170, kiosk="front-desk", birthday="1990-01-02")),
+        parse_request(_payload(height=170, kiosk="front-desk", gender="?")),  # a note in `message`
+    ]
+    other_tree = parse_request(_payload(height=170, kiosk="front-desk"))
+    other_tree.topic_tree = "kiosk-b"  # the same request on another kiosk's MQTT topic tree
+    variants.append(other_tree)
+    hashes = [request.input_hash for request in variants]
+    assert base.input_hash not in hashes
+    assert len(set(hashes)) == len(hashes)

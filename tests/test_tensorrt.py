@@ -238,7 +238,7 @@ def test_build_plan_follows_tensorrt_version() -> None:
     assert build_plan("11.0.0", "fp16") == "strongly-typed-fp16-onnx"  # no BuilderFlag.FP16
     assert build_plan("10.3.0", "fp32") == "fp32"
     with pytest.raises(ValueError, match="8.6"):
-        build_plan("8.5.2", "fp16")  # JetPack 5.1's TensorRT: no execute_async_v3
+        build_plan("8.5.2", "fp16")  # JetPack 5.1's TensorRT: not checked (JetPack 5 has Python 3.8)
     with pytest.raises(ValueError):
         build_plan("10.3.0", "int8")
 
@@ -261,7 +261,48 @@ def without_tensorrt(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_auto_falls_back_to_onnxruntime_with_the_reason(without_tensorrt: None) -> None:
     name, reason = select.select_backend(EngineConfig(backend="auto"))
     assert name == "onnxruntime"
-    assert reason.startswith("auto: tensorrt: module tensorrt not importable")
+    assert reason.startswith("auto: TensorRT not used, missing module: module tensorrt not importable")
+
+
+def _modules_present_but_cuda_fails(monkeypatch: pytest.MonkeyPatch, message: str) -> None:
+    fake_trt, fake_cuda, _ = make_fakes(expected_outputs)
+
+    def init() -> None:
+        raise fake_cuda.Error(message)
+
+    fake_cuda.init = init
+    monkeypatch.setattr(trt_backend, "trt", fake_trt)
+    monkeypatch.setattr(trt_backend, "cuda", fake_cuda)
+
+
+def test_reason_names_a_missing_device_in_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _modules_present_but_cuda_fails(monkeypatch, "cuInit failed:\nno CUDA-capable device is detected")
+    reason = select.tensorrt_unavailable_reason(tmp_path)  # an empty /dev
+    assert reason.startswith("no device: no NVIDIA GPU device node in") and "runtime: nvidia" in reason
+    (tmp_path / "nvidia0").touch(mode=0o666)
+    (tmp_path / "nvidiactl").touch(mode=0o666)
+    # Nodes there and usable: then the driver's own message, on one line.
+    assert select.tensorrt_unavailable_reason(tmp_path) == (
+        "unusable: CUDA driver not usable (cuInit failed: no CUDA-capable device is detected)"
+    )
+
+
+def test_auto_fallback_is_logged_once_at_warning_with_the_reason(
+    without_tensorrt: None, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    class Opened:
+        def __init__(self, model_paths: dict, config: EngineConfig) -> None:
+            self.description = "stand-in"
+
+    module = types.ModuleType("stand_in_backend")
+    module.Opened = Opened  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "stand_in_backend", module)
+    monkeypatch.setitem(select.BACKENDS, "onnxruntime", ("stand_in_backend", "Opened"))
+    caplog.set_level(logging.INFO, logger="engines.backends")
+    select.open_backend({}, EngineConfig(backend="auto"))
+    (record,) = [r for r in caplog.records if r.name == "engines.backends"]
+    assert record.levelno == logging.WARNING and "\n" not in record.getMessage()
+    assert "onnxruntime (auto: TensorRT not used, missing module: module tensorrt not importable" in record.getMessage()
 
 
 def test_auto_picks_tensorrt_when_it_can_run(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -325,7 +366,7 @@ def test_modules_import_without_tensorrt_or_pycuda() -> None:
     assert result.returncode == 0, result.stderr
     reason, selection = result.stdout.splitlines()
     assert reason.startswith("module tensorrt not importable")
-    assert selection.startswith("auto: tensorrt: module tensorrt not importable")
+    assert selection.startswith("auto: TensorRT not used, missing module: module tensorrt not importable")
 
 
 # --- skeletond engines build | list | clear -----------------------------------------------------------
@@ -347,7 +388,7 @@ def test_engines_build_without_models_or_tensorrt(tmp_path: Path, without_tensor
     make_landmark_like_onnx(config.models.dir / "pose_landmark_tiny.onnx")
     out = io.StringIO()
     assert build_engines(config, out) == 2
-    assert "tensorrt: module tensorrt not importable" in out.getvalue()
+    assert "tensorrt: missing module: module tensorrt not importable" in out.getvalue()
 
 
 def test_engines_list_and_clear(tmp_path: Path, without_tensorrt: None) -> None:

@@ -126,13 +126,15 @@ class KioskClient:
         connect_timeout_s: float = 10.0,
     ):
         from daemon.mqtt import broker_address
+        from daemon.topics import Topics
 
         self.prefix = prefix.rstrip("/")
         self.kiosk = kiosk
         if kiosk is not None and (not kiosk or any(ch in kiosk for ch in "/+#")):
             raise ValueError(f"kiosk name must be one topic level without wildcards, got {kiosk!r}")
-        self.request_topic = f"{self.prefix}/request/{kiosk}" if kiosk else f"{self.prefix}/request"
-        self.result_head = f"{self.prefix}/result/{kiosk}/" if kiosk else f"{self.prefix}/result/"
+        topics = Topics.under(self.prefix)
+        self.request_topic = topics.request(kiosk)
+        self.result_head = topics.result(kiosk, "")
         self._host, self._port, tls, url_user, url_password = broker_address(url)
         self._connect_timeout_s = connect_timeout_s
         self._lock = threading.Lock()
