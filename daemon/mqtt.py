@@ -199,7 +199,8 @@ class MqttBridge:
             # The group's share fills at most half the queue: a full queue then means more than that share
             # (local HTTP requests, a stall), and the daemon leaves the group (`busy`). A window as large as
             # the queue would fill it in every burst, and busy members would herd new requests onto the
-            # last one online instead of the broker's even round robin.
+            # last one online instead of the broker's even round robin. (Mosquitto 2.0.11 does not honour
+            # it: membership.py's `busy` rule does not rely on it; docs/fleet.md.)
             properties.ReceiveMaximum = max(1, self.service.worker.queue_size // 2)
         self._set_state("connecting")
         self._intake_thread.start()
