@@ -153,6 +153,24 @@ def cpu_model(cpuinfo_text: str) -> str:
     return platform.processor() or platform.machine()
 
 
+# cpuinfo flags that decide which kernels ONNX Runtime's MLAS picks at start (platform.cpp): for int8
+# AMX > AVX512-VNNI > AVX-VNNI > AVX512BW > AVX2; for fp32 AVX512F > FMA3/AVX2.
+CPU_FEATURES = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "amx_int8", "amx_tile")
+
+
+def onnxruntime_kernels(flags: set[str]) -> dict:
+    """The MLAS kernel families these cpuinfo flags select, fp32 and int8 (u8s8), best first."""
+    int8 = ("AMX (if the kernel grants tile use)" if "amx_int8" in flags and "amx_tile" in flags else None) or (
+        "AVX512-VNNI" if {"avx512_vnni", "avx512bw"} <= flags else
+        "AVX-VNNI" if "avx_vnni" in flags else
+        "AVX512BW (vpmaddubsw, saturating)" if "avx512bw" in flags else
+        "AVX2 (vpmaddubsw, saturating)" if "avx2" in flags else "SSE")
+    fp32 = "AVX512F" if "avx512f" in flags else "AVX2/FMA3" if {"avx2", "fma"} <= flags else "SSE"
+    if int8.startswith("AMX") and {"avx512_vnni", "avx512bw"} <= flags:
+        int8 += ", else AVX512-VNNI"
+    return {"fp32": fp32, "int8": int8}
+
+
 def machine_info() -> dict:
     try:
         cpuinfo = Path("/proc/cpuinfo").read_text()
@@ -167,6 +185,10 @@ def machine_info() -> dict:
         "python": platform.python_version(),
         "hostname": socket.gethostname(),
     }
+    flags = next((set(line.partition(":")[2].split()) for line in cpuinfo.splitlines()
+                  if line.startswith("flags")), set())
+    info["cpu_features"] = [flag for flag in CPU_FEATURES if flag in flags]
+    info["onnxruntime_kernels"] = onnxruntime_kernels(flags)
     try:
         info["loadavg_at_start"] = [round(x, 2) for x in os.getloadavg()]
     except OSError:
@@ -367,7 +389,8 @@ class MediapipeProcess:
 class Server:
     """`skeletond serve` in a child process; stopped with SIGTERM."""
 
-    def __init__(self, workdir: Path, *, mqtt_url: str | None, queue_size: int, config: Path | None):
+    def __init__(self, workdir: Path, *, mqtt_url: str | None, queue_size: int, config: Path | None,
+                 precision: str | None = None):
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         tag = uuidlib.uuid4().hex[:12]
@@ -384,6 +407,9 @@ class Server:
             # Leave no persistent session behind at the broker once the benchmark is over.
             "SKELETON_MQTT_SESSION_EXPIRY_S": "60",
         })
+        if precision:  # the second server of the precision comparison
+            env["SKELETON_ENGINE_PRECISION"] = precision
+            env["SKELETON_STORE_PATH"] = str(workdir / f"results-{precision}.sqlite3")
         skeletond = Path(sys.executable).parent / "skeletond"
         command = [str(skeletond)] if skeletond.exists() else [
             sys.executable, "-c", "import sys; from daemon.cli import main; sys.exit(main())"]
@@ -392,7 +418,7 @@ class Server:
         command += ["serve", "--host", "127.0.0.1", "--port", str(self.port)]
         if mqtt_url:
             command += ["--mqtt", mqtt_url]
-        self.log_path = workdir / "skeletond.log"
+        self.log_path = workdir / (f"skeletond-{precision}.log" if precision else "skeletond.log")
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - open while the server runs
         self.started_at = time.monotonic()
         self.proc = subprocess.Popen(command, env=env, stdout=self._log, stderr=subprocess.STDOUT, cwd=str(REPO))
@@ -639,6 +665,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--memory-pair", choices=("12mp", "1080p", "mixed"), default="mixed",
                         help="the pair(s) sent in the memory run (default mixed: alternating)")
     parser.add_argument("--mqtt", default="mqtt://127.0.0.1:1883", help="broker URL ('' or 'none': HTTP only)")
+    parser.add_argument("--other-precision", default="auto",
+                        help="engine.precision of a second server timed in the same loops: int8 when the config's "
+                             "is fp16/fp32, fp32 when it is int8 (auto), or one of fp32, int8, none")
     parser.add_argument("--no-mediapipe", action="store_true", help="skip the MediaPipe baseline")
     parser.add_argument("--mediapipe-venv", type=Path, help="the MediaPipe venv (default ~/.cache/skeleton-v2/bench-mediapipe-venv)")
     parser.add_argument("--config", type=Path, help="a skeletond TOML config, for the server and the bare model")
@@ -690,7 +719,7 @@ def run(args: argparse.Namespace) -> dict:
     }
     workdir = Path(tempfile.mkdtemp(prefix="skeleton-bench-"))
     results["settings"]["workdir"] = str(workdir)
-    mediapipe = server = analyzer = mqtt_sender = None
+    mediapipe = server = analyzer = mqtt_sender = other = None
     try:
         pairs = make_pairs(args.front, args.side, workdir, args.megapixels, args.grain, args.as_shot)
         results["photos"] = {
@@ -757,15 +786,42 @@ def run(args: argparse.Namespace) -> dict:
         server = _phase(results, "server_start", start_server)
         if server is None:
             return results
+
+        # The other precision's server, timed in the same loops (its figures beside the default's).
+        other_precision = args.other_precision
+        if other_precision == "auto":
+            from daemon.config import load_config
+
+            other_precision = "fp32" if load_config(args.config).engine.precision == "int8" else "int8"
+
+        def start_other():
+            started = Server(workdir, mqtt_url=None, queue_size=args.queue_size, config=args.config,
+                             precision=other_precision)
+            try:
+                health = started.wait_ready()
+            except Exception:
+                started.stop(10)
+                raise
+            results["other_server"] = {"precision": other_precision, "healthz": health}
+            return started
+
+        if other_precision != "none":
+            other = _phase(results, "other_server_start", start_other)
+            other_http = HttpSender(other.base_url, args.timeout) if other is not None else None
+        else:
+            other = other_http = None
         memory: dict = {"after_start_mb": server.memory()}
         results["memory"] = memory
         http = HttpSender(server.base_url, args.timeout)
 
         def warm_up():
             for name in ("12mp", "1080p", "12mp", "1080p"):
-                _, error, _ = http.send(templates[name])
-                if error:
-                    raise RuntimeError(f"warm-up request ({name}) failed: {error}")
+                for sender in (http, other_http):
+                    if sender is None:
+                        continue
+                    _, error, _ = sender.send(templates[name])
+                    if error:
+                        raise RuntimeError(f"warm-up request ({name}) failed: {error}")
 
         _phase(results, "http_warm_up", warm_up)
 
@@ -786,7 +842,7 @@ def run(args: argparse.Namespace) -> dict:
                 return None
 
         def side_by_side_12mp():
-            ours, theirs, mp_decode, mp_process, errors = [], [], [], [], []
+            ours, theirs, mp_decode, mp_process, errors, others = [], [], [], [], [], []
             for _ in range(runs):
                 timed = mediapipe_pair("12mp")
                 if timed is not None:
@@ -795,7 +851,11 @@ def run(args: argparse.Namespace) -> dict:
                     mp_process += timed["process_ms"]
                 elapsed, error, _ = http.send(templates["12mp"])
                 (errors.append(error) if error else ours.append(elapsed))
+                if other_http is not None:
+                    elapsed, error, _ = other_http.send(templates["12mp"])
+                    (errors.append(f"{other_precision}: {error}") if error else others.append(elapsed))
             out = {"http_end_to_end": summarize(ours), "errors": len(errors), "first_errors": errors[:3]}
+            out["other_precision"] = _other_figures(other_precision, others, theirs)
             if theirs:
                 out["mediapipe"] = summarize(theirs)
                 out["mediapipe_decode_median_ms"] = round(statistics.median(mp_decode), 2)
@@ -810,12 +870,15 @@ def run(args: argparse.Namespace) -> dict:
         results["pair_12mp"] = _phase(results, "pair_12mp", side_by_side_12mp)
 
         def side_by_side_1080p():
-            ours, model, theirs, errors = [], [], [], []
+            ours, model, theirs, errors, others = [], [], [], [], []
             for _ in range(runs):
                 if bare is not None:
                     model.append(bare_model_ms(analyzer, 1))
                 elapsed, error, _ = http.send(templates["1080p"])
                 (errors.append(error) if error else ours.append(elapsed))
+                if other_http is not None:
+                    elapsed, error, _ = other_http.send(templates["1080p"])
+                    (errors.append(f"{other_precision}: {error}") if error else others.append(elapsed))
                 timed = mediapipe_pair("1080p")
                 if timed is not None:
                     theirs += timed["ms"]
@@ -825,12 +888,17 @@ def run(args: argparse.Namespace) -> dict:
                                  out["bare_model"] and out["bare_model"]["median_ms"])
             out["ratio_vs_mediapipe"] = ratio(out["http_end_to_end"] and out["http_end_to_end"]["median_ms"],
                                               out["mediapipe"] and out["mediapipe"]["median_ms"])
+            out["other_precision"] = _other_figures(other_precision, others, theirs)
             return out
 
         results["pair_1080p"] = _phase(results, "pair_1080p", side_by_side_1080p)
         if baseline["process"] is not None:
             baseline["process"].close()
         mediapipe = None
+        if other is not None:
+            results["other_server"]["memory_mb"] = other.memory()
+            results["other_server"]["exit_code"] = other.stop()
+            other = other_http = None
         if analyzer is not None:
             analyzer.close()
             analyzer = None
@@ -923,6 +991,8 @@ def run(args: argparse.Namespace) -> dict:
             mediapipe.close()
         if analyzer is not None:
             analyzer.close()
+        if other is not None:
+            other.stop()
         if server is not None:
             code = server.stop()
             results.setdefault("server", {}).update({"exit_code": code, "sigterm_to_exit_s": server.stop_seconds})
@@ -935,6 +1005,15 @@ def run(args: argparse.Namespace) -> dict:
         else:
             shutil.rmtree(workdir, ignore_errors=True)
         results["finished_at"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _other_figures(precision: str, ours: list[float], theirs: list[float]) -> dict | None:
+    """The second server's figures of one side-by-side loop, and its ratio to MediaPipe's."""
+    if not ours:
+        return None
+    figures = summarize(ours)
+    return {"precision": precision, "http_end_to_end": figures,
+            "ratio_vs_mediapipe": ratio(figures["median_ms"], summarize(theirs)["median_ms"] if theirs else None)}
 
 
 def _clear_status_topic(url: str, topic: str) -> None:
@@ -999,9 +1078,14 @@ def format_report(results: dict) -> str:
                  f"load at start {machine.get('loadavg_at_start')}")
     lines.append(f"         {machine.get('platform')}; python {machine.get('python')}, onnxruntime "
                  f"{machine.get('onnxruntime_version')}, opencv {machine.get('cv2_version')}, numpy {machine.get('numpy_version')}")
+    lines.append(f"cpu features: {', '.join(machine.get('cpu_features', []))}; ONNX Runtime (MLAS) kernels they "
+                 f"select: fp32 {_get(machine, 'onnxruntime_kernels', 'fp32')}, "
+                 f"int8 {_get(machine, 'onnxruntime_kernels', 'int8')}")
     if analyzer:
         lines.append(f"daemon:  {analyzer.get('backend_description') or analyzer.get('backend')}; landmark "
-                     f"{analyzer.get('landmark_model')}; flip test {analyzer.get('flip_test')}; annotated max side "
+                     f"{analyzer.get('landmark_model')}; precision {analyzer.get('precision')} "
+                     f"({analyzer.get('model_files')} models); flip test "
+                     f"{analyzer.get('flip_test')}; annotated max side "
                      f"{analyzer.get('annotated_max_side')}; engine threads {analyzer.get('engine_threads')}")
     mp = results.get("mediapipe")
     if mp:
@@ -1031,6 +1115,13 @@ def format_report(results: dict) -> str:
                                 f"{_fmt(p12.get('mediapipe_decode_median_ms'))}/{_fmt(p12.get('mediapipe_process_median_ms'))}", "", "", ""))
     v = verdicts["ratio_12mp_vs_mediapipe"]
     lines.append(row.format("   ratio daemon / MediaPipe (medians)", _fmt(v["value"], 3), "", f"<= {v['limit']}", v["verdict"]))
+    other12 = p12.get("other_precision") or {}
+    if other12:
+        lines.append(row.format(f"12 MP pair, engine.precision = {other12['precision']}, same loop (ms)",
+                                _fmt(_get(other12, "http_end_to_end", "median_ms")),
+                                _fmt(_get(other12, "http_end_to_end", "p95_ms")), "", ""))
+        lines.append(row.format(f"   ratio {other12['precision']} daemon / MediaPipe (medians)",
+                                _fmt(other12.get("ratio_vs_mediapipe"), 3), "", "", ""))
     p10 = results.get("pair_1080p") or {}
     lines.append(row.format("1080p pair, daemon over HTTP, complete answer (ms)",
                             _fmt(_get(p10, "http_end_to_end", "median_ms")), _fmt(_get(p10, "http_end_to_end", "p95_ms")), "", ""))
@@ -1038,11 +1129,21 @@ def format_report(results: dict) -> str:
                             _fmt(_get(p10, "bare_model", "median_ms")), _fmt(_get(p10, "bare_model", "p95_ms")), "", ""))
     v = verdicts["ratio_1080p_vs_bare_model"]
     lines.append(row.format("   ratio daemon / bare model (medians)", _fmt(v["value"], 3), "", f"<= {v['limit']}", v["verdict"]))
+    other10 = p10.get("other_precision") or {}
+    if other10:
+        lines.append(row.format(f"1080p pair, engine.precision = {other10['precision']}, same loop (ms)",
+                                _fmt(_get(other10, "http_end_to_end", "median_ms")),
+                                _fmt(_get(other10, "http_end_to_end", "p95_ms")),
+                                f"x{_fmt(other10.get('ratio_vs_mediapipe'), 3)}", ""))
     if p10.get("mediapipe"):
         lines.append(row.format("1080p pair, MediaPipe decode + landmarks (info, ms)",
                                 _fmt(_get(p10, "mediapipe", "median_ms")), _fmt(_get(p10, "mediapipe", "p95_ms")),
                                 f"x{_fmt(p10.get('ratio_vs_mediapipe'), 3)}", ""))
     memory = results.get("memory") or {}
+    other_memory = _get(results, "other_server", "memory_mb") or {}
+    if other_memory:
+        lines.append(row.format(f"{_get(results, 'other_server', 'precision')} server RSS / peak after its loops (MB)",
+                                f"{_fmt(other_memory.get('VmRSS'))}/{_fmt(other_memory.get('VmHWM'))}", "", "", ""))
     v = verdicts["rss_after_load_mb"]
     lines.append(row.format("server RSS after load (MB, VmRSS)", _fmt(v["value"]), "", f"<= {v['limit']:.0f}", v["verdict"]))
     v = verdicts["rss_peak_mb"]

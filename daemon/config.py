@@ -65,6 +65,8 @@ class EngineConfig:
     # TensorRT engine cache and build settings.
     engine_dir: Path = field(default_factory=lambda: _default_cache_dir() / "engines")
     workspace_mb: int = 1024
+    # fp16 | fp32 | int8. TensorRT builds its engines in it; ONNX Runtime (no fp16 kernels on a CPU) runs
+    # the fp32 models for fp16 and fp32, the int8 models for int8 (README "int8": what int8 costs).
     precision: str = "fp16"
     max_batch: int = 4
 
@@ -231,8 +233,8 @@ def validate(config: Config) -> None:
         raise ConfigError(f"models.landmark: one of {', '.join(LANDMARK_MODELS)}, got {config.models.landmark!r}")
     if config.engine.backend not in BACKENDS:
         raise ConfigError(f"engine.backend: one of {', '.join(BACKENDS)}, got {config.engine.backend!r}")
-    if config.engine.precision not in ("fp16", "fp32"):
-        raise ConfigError(f"engine.precision: fp16 or fp32, got {config.engine.precision!r}")
+    if config.engine.precision not in ("fp16", "fp32", "int8"):
+        raise ConfigError(f"engine.precision: fp16, fp32 or int8, got {config.engine.precision!r}")
     if not 1 <= config.engine.max_batch <= 16:
         raise ConfigError("engine.max_batch: between 1 and 16")
     if config.engine.threads < 1:

@@ -31,7 +31,7 @@ from daemon.layouts import head_top_px, layout22
 from daemon.request import AnalyzeRequest
 from daemon.views import PhotoPoses, ViewPose
 from engines.backends import open_backend, select_backend
-from engines.models import model_paths, model_sha256
+from engines.models import model_paths, model_precision, model_sha256
 
 log = logging.getLogger(__name__)
 
@@ -74,12 +74,16 @@ class Analyzer:
 
     def __init__(self, config: Config):
         self.config = config
-        paths = model_paths(config.models.dir, config.models.landmark)
         self.backend_name, self.backend_reason = select_backend(config.engine)
+        # ONNX Runtime runs int8 from the int8 files; TensorRT quantizes the fp32 ones itself.
+        self.model_precision = model_precision(self.backend_name, config.engine.precision)
+        paths = model_paths(config.models.dir, config.models.landmark, self.model_precision)
         self.backend = open_backend({"detector": paths["detector"], "landmark": paths["landmark"]}, config.engine)
+        # The answer's version names the files that ran: "_int8" marks the quantized ones.
+        tag = "_int8" if self.model_precision == "int8" else ""
         self.model_versions = {
-            "detector": model_sha256(paths["detector"]),
-            f"landmark_{config.models.landmark}": model_sha256(paths["landmark"]),
+            f"detector{tag}": model_sha256(paths["detector"]),
+            f"landmark_{config.models.landmark}{tag}": model_sha256(paths["landmark"]),
         }
         # Kiosk files are read once, at start: a broken one stops the daemon with the reason.
         self.kiosks: dict[str, Kiosk] = {name: load_kiosk(path) for name, path in config.calibration.kiosks.items()}
@@ -96,6 +100,8 @@ class Analyzer:
             "backend_reason": self.backend_reason,
             "backend_description": self.backend.description,
             "landmark_model": self.config.models.landmark,
+            "precision": self.config.engine.precision,
+            "model_files": self.model_precision,  # fp32 | int8: the ONNX files the backend opened
             "models": self.model_versions,
             "flip_test": self.config.pipeline.flip_test,
         }

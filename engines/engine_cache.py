@@ -324,9 +324,12 @@ def build_plan(tensorrt_version: str, precision: str) -> str:
     - "strongly-typed-fp16-onnx": TensorRT 11+, which dropped BuilderFlag.FP16: a strongly typed network
       parsed from an fp16 copy of the ONNX (inputs and outputs kept fp32).
     - "fp32": no reduced precision (strongly typed on 11+, the default elsewhere).
+    - "int8-calibration-cache": TensorRT 8.6/10.x, BuilderFlag.INT8 + FP16 with a calibration cache made
+      from the int8 ONNX model's ranges (engines/quantize.py); unverified on a device. TensorRT 11 dropped
+      implicit int8: there it is refused with the reason.
     """
-    if precision not in ("fp16", "fp32"):
-        raise ValueError(f"precision must be fp16 or fp32, got {precision!r}")
+    if precision not in ("fp16", "fp32", "int8"):
+        raise ValueError(f"precision must be fp16, fp32 or int8, got {precision!r}")
     major = tensorrt_major(tensorrt_version)
     if major < 8 or (major == 8 and _minor(tensorrt_version) < 6):
         # 8.5 (JetPack 5) has the name-based API too, but its Python 3.8 rules JetPack 5 out, and no
@@ -336,6 +339,13 @@ def build_plan(tensorrt_version: str, precision: str) -> str:
         )
     if precision == "fp32":
         return "fp32"
+    if precision == "int8":
+        if major >= 11:
+            raise ValueError(
+                f"TensorRT {tensorrt_version} has no implicit int8 (calibration cache) builds: "
+                "use engine.precision = fp16"
+            )
+        return "int8-calibration-cache"
     return "strongly-typed-fp16-onnx" if major >= 11 else "fp16-flag"
 
 

@@ -2,7 +2,8 @@
 
 Steps: sources (npm tarball, else the PyPI wheel; sha256 pinned in engines/models.py) -> conversion venv
 (TensorFlow + tf2onnx, isolated) -> conversion (engines/convert_tflite.py in that venv) -> ONNX Runtime
-checks (names, shapes, dynamic batch, parity with TFLite) -> install (atomic renames, manifest last).
+checks (names, shapes, dynamic batch, parity with TFLite) -> install (atomic renames, manifest last)
+-> int8 models beside them (engines/quantize.py, in this venv; only those missing or stale).
 A run with everything in place only re-hashes the files and returns.
 """
 
@@ -290,7 +291,7 @@ def fetch_models(
                 f"models in place in {models_dir} (manifest and sha256 verified, "
                 f"{time.monotonic() - started:.2f} s)"
             )
-            return manifest
+            return _ensure_int8(models_dir, manifest, progress)
         logger.info("models fetch needed: %s", "; ".join(problems))
 
         progress(
@@ -324,8 +325,31 @@ def fetch_models(
             shutil.rmtree(staging, ignore_errors=True)
         # A log left by an earlier failed run would now mislead.
         (models_dir / "convert.log").unlink(missing_ok=True)
+        manifest = _ensure_int8(models_dir, manifest, progress)
         progress(f"models ready in {models_dir} ({time.monotonic() - started:.1f} s)")
         return manifest
+
+
+def _ensure_int8(models_dir: Path, manifest: dict, progress: Progress) -> dict:
+    """The int8 models beside the fp32 ones (engines/quantize.py): made only when missing or stale.
+
+    A failure here leaves the fp32 models (the default) usable: it is reported, not raised; the daemon
+    refuses engine.precision = int8 at start while the int8 files are missing.
+    """
+    from engines import quantize
+
+    started = time.monotonic()
+    try:
+        entries = quantize.ensure_int8(models_dir, manifest, progress)
+    except Exception as exc:  # onnxruntime.quantization raises exceptions of many kinds
+        progress(f"int8 models NOT made ({type(exc).__name__}: {exc}); the fp32 models are ready")
+        logger.warning("int8 quantization failed", exc_info=True)
+        return manifest
+    if entries != manifest.get(models.INT8_KEY):
+        manifest = {**manifest, models.INT8_KEY: entries}
+        atomic_write_bytes(models_dir / models.MANIFEST_NAME, json.dumps(manifest, indent=2).encode() + b"\n")
+        progress(f"int8 models ready ({time.monotonic() - started:.1f} s)")
+    return manifest
 
 
 def _convert_and_verify(

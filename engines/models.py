@@ -31,6 +31,10 @@ SOURCE_FILES = {
     "full": "pose_landmark_full.tflite",
     "heavy": "pose_landmark_heavy.tflite",
 }
+# The int8 models (engines/quantize.py), made from the fp32 files above by `models fetch`.
+INT8_FILES = {name: file.replace(".onnx", ".int8.onnx") for name, file in ONNX_FILES.items()}
+INT8_KEY = "int8"  # the manifest's section for them, beside "models" (which older code reads alone)
+PRECISIONS = ("fp32", "int8")  # what the ONNX files come in
 MANIFEST_NAME = "manifest.json"
 SOURCES_SUBDIR = "sources"  # the verified .tflite files, kept so a re-conversion needs no download
 MANIFEST_FORMAT = 1
@@ -173,12 +177,20 @@ def read_manifest(models_dir: Path) -> dict[str, Any]:
     return manifest
 
 
-def model_paths(models_dir: Any, landmark: str | None = None) -> dict[str, Path]:
-    """{"detector": path, "landmark": path} for the chosen landmark size.
+def model_precision(backend: str, engine_precision: str) -> str:
+    """Which ONNX files a backend opens for engine.precision: the int8 ones only for ONNX Runtime at int8
+    (TensorRT builds int8 engines from the fp32 files and the int8 files' calibration ranges)."""
+    return "int8" if backend == "onnxruntime" and engine_precision == "int8" else "fp32"
+
+
+def model_paths(models_dir: Any, landmark: str | None = None, precision: str = "fp32") -> dict[str, Path]:
+    """{"detector": path, "landmark": path} for the chosen landmark size and precision (fp32 or int8).
 
     `models_dir` may be the directory or a Config (then `landmark` defaults to config.models.landmark).
     Checks presence only (cheap, at start-up); `verify_models` checks the hashes.
     """
+    if precision not in PRECISIONS:
+        raise ValueError(f"model precision: one of {', '.join(PRECISIONS)}, got {precision!r}")
     if landmark is None:
         models = getattr(models_dir, "models", None)
         if models is None:
@@ -188,11 +200,12 @@ def model_paths(models_dir: Any, landmark: str | None = None) -> dict[str, Path]
         raise ValueError(f"landmark model: one of {', '.join(LANDMARK_SIZES)}, got {landmark!r}")
     directory = _models_dir(models_dir)
     manifest = read_manifest(directory)
-    paths = {"detector": directory / ONNX_FILES["detector"], "landmark": directory / ONNX_FILES[landmark]}
+    files, section = (ONNX_FILES, "models") if precision == "fp32" else (INT8_FILES, INT8_KEY)
+    paths = {"detector": directory / files["detector"], "landmark": directory / files[landmark]}
     for path in paths.values():
         if not path.is_file():
             raise _missing(directory, f"{path.name} absent")
-        if path.name not in {entry.get("file") for entry in manifest.get("models", {}).values()}:
+        if path.name not in {entry.get("file") for entry in manifest.get(section, {}).values()}:
             raise _missing(directory, f"{path.name} not in {MANIFEST_NAME}")
     return paths
 
@@ -201,9 +214,10 @@ def model_sha256(path: Path) -> str:
     """The manifest's sha256 of a converted model file (the answer's `version` field names it)."""
     path = Path(path)
     manifest = read_manifest(path.parent)
-    for entry in manifest.get("models", {}).values():
-        if entry.get("file") == path.name:
-            return str(entry["sha256"])
+    for section in ("models", INT8_KEY):
+        for entry in manifest.get(section, {}).values():
+            if entry.get("file") == path.name:
+                return str(entry["sha256"])
     raise _missing(path.parent, f"{path.name} not in {MANIFEST_NAME}")
 
 
@@ -248,4 +262,31 @@ def verify_models(models_dir: Path, check_sources: bool = True) -> list[str]:
                 problems.append(f"{name}: {path} absent")
             elif sha256_file(path) != expected:
                 problems.append(f"{name}: {path} sha256 differs from {MANIFEST_NAME} (modified or corrupt)")
+    return problems
+
+
+def verify_int8(models_dir: Path, manifest: dict[str, Any], recipe: dict[str, Any]) -> list[str]:
+    """Every way the int8 files differ from what `recipe` (engines/quantize.py) makes of today's fp32 files.
+
+    An entry is current when its file hashes as recorded, it was made from the fp32 file the manifest
+    names now, and with the same recipe (revision, calibration, float layers).
+    """
+    models_dir = _models_dir(models_dir)
+    problems: list[str] = []
+    fp32 = manifest.get("models", {})
+    entries = manifest.get(INT8_KEY, {})
+    for name in MODEL_NAMES:
+        entry = entries.get(name)
+        if entry is None:
+            problems.append(f"{name} int8: not in {MANIFEST_NAME}")
+            continue
+        path = models_dir / INT8_FILES[name]
+        if entry.get("file") != INT8_FILES[name] or not path.is_file():
+            problems.append(f"{name} int8: {path} absent")
+        elif entry.get("from_sha256") != fp32.get(name, {}).get("sha256"):
+            problems.append(f"{name} int8: made from another fp32 file")
+        elif entry.get("recipe") != recipe.get(name):
+            problems.append(f"{name} int8: made with another quantization recipe")
+        elif sha256_file(path) != entry.get("sha256"):
+            problems.append(f"{name} int8: {path} sha256 differs from {MANIFEST_NAME} (modified or corrupt)")
     return problems

@@ -237,6 +237,11 @@ def build_serialized_engine(
 
     build_config = builder.create_builder_config()
     build_config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mb * (1 << 20))
+    if plan == "int8-calibration-cache":
+        # Layers the cache has no range for run in fp16 rather than fp32.
+        build_config.set_flag(trt.BuilderFlag.INT8)
+        build_config.set_flag(trt.BuilderFlag.FP16)
+        build_config.int8_calibrator = _cache_calibrator(int8_calibration_cache(spec, timing_cache_file.parent))
     if plan == "fp16-flag":
         if not getattr(builder, "platform_has_fast_fp16", True):  # deprecated in 10.x
             log.warning("%s: this GPU has no fast fp16; building with the FP16 flag anyway", spec.name)
@@ -287,9 +292,56 @@ def build_serialized_engine(
     return bytes(serialized)
 
 
+def int8_calibration_cache(spec: ModelSpec, engine_dir: Path) -> Path:
+    """The calibration cache beside the engines, written from the int8 ONNX model next to `spec.path`
+    (same calibration as ONNX Runtime's int8), rewritten when it differs."""
+    from engines.models import INT8_FILES, ONNX_FILES
+    from engines.quantize import tensorrt_calibration_cache
+
+    name = next((n for n, f in ONNX_FILES.items() if f == spec.path.name), None)
+    int8_path = spec.path.with_name(INT8_FILES[name]) if name else None
+    if int8_path is None or not int8_path.is_file():
+        raise EngineBuildError(
+            f"{spec.name}: engine.precision = int8 needs the int8 models beside {spec.path.name}: "
+            "run `skeletond models fetch`"
+        )
+    cache = Path(engine_dir) / f"{spec.path.stem}.int8.calib"
+    data = tensorrt_calibration_cache(int8_path, trt.__version__)
+    if not cache.is_file() or cache.read_bytes() != data:
+        atomic_write_bytes(cache, data)
+    return cache
+
+
+def _cache_calibrator(cache: Path) -> Any:
+    """An int8 calibrator that only reads the cache: TensorRT never asks it for a batch."""
+
+    class _CacheCalibrator(trt.IInt8EntropyCalibrator2):
+        def __init__(self) -> None:
+            trt.IInt8EntropyCalibrator2.__init__(self)
+
+        def get_batch_size(self) -> int:
+            return 1
+
+        def get_batch(self, names: list[str]) -> None:
+            return None
+
+        def read_calibration_cache(self) -> bytes:
+            return cache.read_bytes()
+
+        def write_calibration_cache(self, data: bytes) -> None:
+            pass
+
+    return _CacheCalibrator()
+
+
 def engine_key_fields(spec: ModelSpec, precision: str, max_batch: int, gpu: GpuInfo) -> dict[str, Any]:
+    onnx_sha256 = sha256_file(spec.path)
+    if precision == "int8":
+        # The calibration is part of what the engine was built from.
+        int8 = spec.path.with_name(spec.path.name.replace(".onnx", ".int8.onnx"))
+        onnx_sha256 += f"+int8:{sha256_file(int8) if int8.is_file() else 'absent'}"
     return key_fields(
-        onnx_sha256=sha256_file(spec.path),
+        onnx_sha256=onnx_sha256,
         tensorrt_version=gpu.tensorrt_version,
         gpu_name=gpu.name,
         compute_capability=gpu.compute_capability,

@@ -37,12 +37,15 @@ def config():
     return load_config()
 
 
-def _backend(config, landmark: str):
-    from engines.models import ModelsMissing, model_paths
+def _backend(config, landmark: str, precision: str | None = None):
+    """ONNX Runtime with the models of `precision` (fp32 | int8; default: what engine.precision gives it)."""
+    from engines.models import ModelsMissing, model_paths, model_precision
     from engines.onnxruntime import OnnxRuntimeBackend
 
+    if precision is None:
+        precision = model_precision("onnxruntime", config.engine.precision)
     try:
-        paths = model_paths(config.models.dir, landmark)
+        paths = model_paths(config.models.dir, landmark, precision)
     except ModelsMissing as error:
         pytest.fail(f"{error} (CI runs `skeletond models fetch` before the tests)")
     return OnnxRuntimeBackend({"detector": paths["detector"], "landmark": paths["landmark"]}, config.engine)

@@ -225,6 +225,10 @@ def make_fakes(
             state.last_build = types.SimpleNamespace(network=network, config=config)
             return b"plan:" + network.onnx_path.encode()
 
+    class IInt8EntropyCalibrator2:
+        def __init__(self) -> None:
+            pass
+
     class TensorIOMode:
         INPUT = "input"
         OUTPUT = "output"
@@ -306,7 +310,8 @@ def make_fakes(
         creation_flags = types.SimpleNamespace(EXPLICIT_BATCH=0, STRONGLY_TYPED=1)
     else:  # 11.x: explicit batch is the only mode, and STRONGLY_TYPED is 0 (ignored: always strongly typed)
         creation_flags = types.SimpleNamespace(STRONGLY_TYPED=0)
-    builder_flags = types.SimpleNamespace(FP16="fp16") if major < 11 else types.SimpleNamespace()
+    # INT8 + the entropy calibrator: implicit int8 (issue 15), gone in TensorRT 11 as FP16 is.
+    builder_flags = types.SimpleNamespace(FP16="fp16", INT8="int8") if major < 11 else types.SimpleNamespace()
     trt = types.SimpleNamespace(
         __version__=version,
         ILogger=ILogger,
@@ -319,9 +324,11 @@ def make_fakes(
         BuilderFlag=builder_flags,
         nptype=lambda dtype: np.dtype(dtype).type,
     )
+    if major < 11:
+        trt.IInt8EntropyCalibrator2 = IInt8EntropyCalibrator2
     if real is not None:
         for name in ("ILogger", "IProgressMonitor", "TensorIOMode", "NetworkDefinitionCreationFlag",
-                     "MemoryPoolType", "BuilderFlag", "DataType", "nptype"):
+                     "MemoryPoolType", "BuilderFlag", "DataType", "nptype", "IInt8EntropyCalibrator2"):
             if hasattr(real, name):
                 setattr(trt, name, getattr(real, name))
             elif hasattr(trt, name):

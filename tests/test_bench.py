@@ -108,3 +108,14 @@ def test_mediapipe_env_helpers(tmp_path):
     assert mediapipe_env.describe(tmp_path / "no-venv") is None
     with pytest.raises(mediapipe_env.MediapipeEnvError, match="sha256"):
         mediapipe_env._install_heavy({"pose_landmark_dir": str(tmp_path)}, sample, log=lambda _: None)
+
+
+def test_cpu_features_name_the_onnxruntime_kernels():
+    """The benchmark prints which int8 / fp32 kernel family the CPU's flags select in ONNX Runtime."""
+    from compare import onnxruntime_kernels
+
+    vnni = onnxruntime_kernels({"avx2", "fma", "avx512f", "avx512bw", "avx512_vnni"})
+    assert vnni == {"fp32": "AVX512F", "int8": "AVX512-VNNI"}
+    amx = onnxruntime_kernels({"avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "amx_int8", "amx_tile"})
+    assert amx["int8"].startswith("AMX") and "AVX512-VNNI" in amx["int8"]
+    assert onnxruntime_kernels({"avx2", "fma"})["int8"].startswith("AVX2")

@@ -239,8 +239,11 @@ def test_build_plan_follows_tensorrt_version() -> None:
     assert build_plan("10.3.0", "fp32") == "fp32"
     with pytest.raises(ValueError, match="8.6"):
         build_plan("8.5.2", "fp16")  # JetPack 5.1's TensorRT: not checked (JetPack 5 has Python 3.8)
+    assert build_plan("10.3.0", "int8") == "int8-calibration-cache"  # issue 15, unverified on a device
+    with pytest.raises(ValueError, match="implicit int8"):
+        build_plan("11.0.0", "int8")
     with pytest.raises(ValueError):
-        build_plan("10.3.0", "int8")
+        build_plan("10.3.0", "bf16")
 
 
 def test_timing_cache_name_says_tensorrt_and_gpu(tmp_path: Path) -> None:
@@ -661,3 +664,31 @@ def test_parity_tensorrt_fp16_against_onnxruntime_fp32(tmp_path: Path, testdata:
     world_want = np.stack(want["Identity_4"]).reshape(len(crops), 39, 3)[:, :33]
     assert np.abs(xy_got - xy_want).max() <= 1.0
     assert np.abs(world_got - world_want).max() <= 0.005
+
+
+def test_int8_build_reads_the_calibration_cache_of_the_int8_model(tmp_path: Path, fake_gpu, config) -> None:
+    """engine.precision = int8 (issue 15, unverified on a device): INT8 + FP16 flags, and a calibrator that
+    hands TensorRT the cache written next to the engines from the int8 ONNX model's ranges."""
+    from engines import models
+    from engines.quantize import tensorrt_calibration_cache
+
+    fp32 = Path(config.models.dir) / models.ONNX_FILES["detector"]
+    engine_dir = tmp_path / "engines"
+    engine_dir.mkdir()
+    trt_backend.build_serialized_engine(
+        read_model_spec(fp32, "detector"), "int8", 256, 4, engine_dir / "timing.cache"
+    )
+    build = fake_gpu.last_build
+    assert build.config.flags == {"int8", "fp16"}
+    cache = engine_dir / "pose_detection.int8.calib"
+    expected = tensorrt_calibration_cache(Path(config.models.dir) / models.INT8_FILES["detector"], "10.3.0")
+    assert cache.read_bytes() == expected
+    assert build.config.int8_calibrator.read_calibration_cache() == expected
+    assert build.config.int8_calibrator.get_batch(["input_1"]) is None  # never calibrates on the device
+
+
+def test_int8_build_without_the_int8_models_says_how_to_get_them(tmp_path: Path, landmark_onnx: Path, fake_gpu) -> None:
+    with pytest.raises(trt_backend.EngineBuildError, match="models fetch"):
+        trt_backend.build_serialized_engine(
+            read_model_spec(landmark_onnx, "landmark"), "int8", 256, 4, tmp_path / "timing.cache"
+        )
