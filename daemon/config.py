@@ -151,6 +151,40 @@ class CalibrationConfig:
 
 
 @dataclass
+class CaptureConfig:
+    # Live capture sessions (WebSocket /capture and MQTT capture topics; docs/capture.md).
+    enabled: bool = True
+    # Sessions at once, over both transports; one more is refused with a close reason.
+    max_sessions: int = 2
+    # Landmark model of the live path (one pass per frame, no flip testing): lite or full.
+    landmark: str = "full"
+    # ONNX Runtime threads of the live path's sessions: its passes run alone in the worker (never beside
+    # an analysis), so they may use every core.
+    threads: int = 2
+    # Run the person detector every this many frames even while tracking (a second person walking in).
+    detect_every: int = 15
+    # Seconds every condition must hold with the person still before the view is captured.
+    hold_s: float = 1.0
+    # Still: the trunk and legs move less than this share of the person's height during the hold.
+    still_tolerance: float = 0.02
+    # Too far below this share of the frame height (with no calibrated standing mark).
+    min_height_fraction: float = 0.55
+    # Off-centre beyond this share of the frame width.
+    max_offset_fraction: float = 0.1
+    # Frames are decoded with their long side reduced to about this (the guide needs no more).
+    decode_max_side: int = 640
+    # Largest binary message (frame or still) accepted.
+    max_frame_bytes: int = 16 * 1024 * 1024
+    # A session with no frame or command for this long is closed.
+    idle_timeout_s: float = 30.0
+    # Browser pages from other origins may open sessions (off: only the daemon's own pages, and clients
+    # that send no Origin header).
+    allow_any_origin: bool = False
+    # How long the captured pair may wait for room in a full analysis queue before "server busy".
+    analysis_wait_s: float = 30.0
+
+
+@dataclass
 class Config:
     models: ModelsConfig = field(default_factory=ModelsConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
@@ -160,6 +194,7 @@ class Config:
     worker: WorkerConfig = field(default_factory=WorkerConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
+    capture: CaptureConfig = field(default_factory=CaptureConfig)
 
 
 LANDMARK_MODELS = ("lite", "full", "heavy")
@@ -265,8 +300,34 @@ def validate(config: Config) -> None:
         raise ConfigError("mqtt.cert_file and mqtt.key_file go together")
     if config.mqtt.password is not None and config.mqtt.username is None:
         raise ConfigError("mqtt.password needs mqtt.username")
+    _validate_capture(config.capture)
     if config.calibration.default_kiosk is not None and config.calibration.default_kiosk not in config.calibration.kiosks:
         raise ConfigError(f"calibration.default_kiosk: {config.calibration.default_kiosk!r} is not in calibration.kiosks")
+
+
+def _validate_capture(capture: CaptureConfig) -> None:
+    if capture.landmark not in ("lite", "full"):
+        raise ConfigError(f"capture.landmark: lite or full, got {capture.landmark!r}")
+    if capture.max_sessions < 0:
+        raise ConfigError("capture.max_sessions: 0 or more")
+    if capture.threads < 1:
+        raise ConfigError("capture.threads: at least 1")
+    if capture.detect_every < 1:
+        raise ConfigError("capture.detect_every: at least 1")
+    if not 0 <= capture.hold_s <= 10:
+        raise ConfigError("capture.hold_s: 0-10 seconds")
+    if not 0 < capture.still_tolerance < 1:
+        raise ConfigError("capture.still_tolerance: between 0 and 1")
+    if not 0 < capture.min_height_fraction < 1:
+        raise ConfigError("capture.min_height_fraction: between 0 and 1")
+    if not 0 < capture.max_offset_fraction < 0.5:
+        raise ConfigError("capture.max_offset_fraction: between 0 and 0.5")
+    if capture.decode_max_side < 256:
+        raise ConfigError("capture.decode_max_side: at least 256")
+    if capture.max_frame_bytes < 1024:
+        raise ConfigError("capture.max_frame_bytes: at least 1024")
+    if capture.idle_timeout_s <= 0 or capture.analysis_wait_s < 0:
+        raise ConfigError("capture.idle_timeout_s: above 0; capture.analysis_wait_s: 0 or more")
 
 
 def _validate_mqtt_url(url: str) -> None:

@@ -244,3 +244,9 @@ def facing_guidance(view: str, kind: str, verdict: Facing, arms: str | None = No
     elif arms == "hands_on_hips":
         messages.append(_say(view, "The target's hands are on the hips; let the arms hang at the sides."))
     return messages
+
+
+# Public names of the framing checks, for the live capture guide (daemon/capture/guide.py).
+head_cut_off = _head_cut
+feet_cut_off = _feet_cut
+box_in_small = _box_in_small

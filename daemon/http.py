@@ -148,7 +148,10 @@ def create_app(service: Service, config: Config) -> Starlette:
         metrics.set_queue_depth(service.worker.depth())
         return Response(metrics.render(), media_type=metrics.CONTENT_TYPE)
 
+    from daemon.capture.websocket import capture_route
+
     routes = [
+        capture_route(service, config),  # WebSocket /capture: live capture (docs/capture.md)
         Route("/analyze/skeleton-v2", analyze, methods=["POST"]),
         Route("/results/{uuid:path}", result, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),

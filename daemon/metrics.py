@@ -52,3 +52,33 @@ def set_in_flight(count: int) -> None:
 def render() -> bytes:
     """The registry in Prometheus text format."""
     return generate_latest(REGISTRY)
+
+
+# -- live capture (daemon/capture/) ---------------------------------------------------------------
+CAPTURE_SESSIONS = Gauge("skeleton_capture_sessions", "Live capture sessions open now.")
+CAPTURE_FRAMES = Counter(
+    "skeleton_capture_frames", "Live capture frames, by outcome: processed, or dropped for a newer frame.",
+    ["outcome"],
+)
+CAPTURE_VIEWS = Counter("skeleton_capture_views", "Views captured, by view and source (auto, command, still).",
+                        ["view", "source"])
+CAPTURE_GUIDE_SECONDS = Histogram(
+    "skeleton_capture_guide_seconds", "From receiving a live frame to sending its guide event.",
+    buckets=(0.005, 0.01, 0.02, 0.03, 0.045, 0.06, 0.08, 0.1, 0.15, 0.25, 0.5, 1.0),
+)
+
+
+def set_capture_sessions(count: int) -> None:
+    CAPTURE_SESSIONS.set(count)
+
+
+def count_capture_frame(outcome: str) -> None:
+    CAPTURE_FRAMES.labels(outcome=outcome).inc()
+
+
+def count_capture_view(view: str, source: str) -> None:
+    CAPTURE_VIEWS.labels(view=view, source=source).inc()
+
+
+def observe_guide_latency(seconds: float) -> None:
+    CAPTURE_GUIDE_SECONDS.observe(max(0.0, float(seconds)))

@@ -173,6 +173,7 @@ class MqttBridge:
         client.on_publish = self._on_publish
         self._client = client
         self.connected = threading.Event()
+        self.capture: Any = None  # the capture topics' connection, started with this one
         # Since when the broker has been unreachable or refusing us (None while connected); /healthz says
         # `degraded` once that lasts longer than config.degraded_after_s.
         self._down_since: float | None = time.monotonic()
@@ -210,6 +211,16 @@ class MqttBridge:
         )
         self._client.loop_start()
         self.membership.start()
+        if self.service.config.capture.enabled and self.membership.shared:
+            # Every member would read every session's frames (a plain subscription) and answer the same
+            # uuid from other frames: in a group, live capture is over WebSocket only (docs/fleet.md).
+            log.warning("capture over MQTT is off in the shared group %s; WebSocket capture still works",
+                        self.config.shared_group)
+        elif self.service.config.capture.enabled:
+            from daemon.capture.mqtt import CaptureMqtt  # live capture topics (docs/capture.md)
+
+            self.capture = CaptureMqtt(self.service, self.service.config)
+            self.capture.start()
 
     def stop_intake(self) -> None:
         """Take no new requests; those not yet queued stay unacknowledged, so the broker keeps them.
@@ -250,6 +261,8 @@ class MqttBridge:
             log.warning("could not publish offline status: %s", exc)
         self._client.disconnect()
         self._client.loop_stop()
+        if self.capture is not None:
+            self.capture.stop()
         self._set_state("stopped")
         self._intake_thread.join(1.0)
 

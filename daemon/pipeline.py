@@ -9,6 +9,7 @@ for the other between steps.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -88,6 +89,7 @@ class Analyzer:
         # Kiosk files are read once, at start: a broken one stops the daemon with the reason.
         self.kiosks: dict[str, Kiosk] = {name: load_kiosk(path) for name, path in config.calibration.kiosks.items()}
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="view")
+        self._live_backends: dict[str, object] = {}
         # Line finding for the camera's roll runs beside each photo's pose stage (it needs no landmarks).
         self._lines_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="lines")
         # Timings of the last request, by stage (the benchmark prints them).
@@ -110,6 +112,19 @@ class Analyzer:
         self._pool.shutdown(wait=True)
         self._lines_pool.shutdown(wait=True)
         self.backend.close()
+        for backend in self._live_backends.values():
+            backend.close()
+
+    def live_backend(self, landmark: str, threads: int):
+        """The live capture path's backend (detector + the `landmark` model), opened on first use in the
+        worker thread: daemons that never see a capture session do not load the second model."""
+        backend = self._live_backends.get(landmark)
+        if backend is None:
+            paths = model_paths(self.config.models.dir, landmark)
+            engine = dataclasses.replace(self.config.engine, threads=threads)
+            backend = open_backend({"detector": paths["detector"], "landmark": paths["landmark"]}, engine)
+            self._live_backends[landmark] = backend
+        return backend
 
     def estimate(self, decoded: Decoded, timings: dict[str, float] | None = None) -> PhotoPoses:
         settings = self.config.pipeline

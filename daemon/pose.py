@@ -240,7 +240,21 @@ class Roi:
 
 def detection_roi(detection: Detection) -> Roi:
     """AlignmentPointsRectsCalculator (hip centre -> scale point, target angle 90 deg), then x1.25, square."""
-    (x0, y0), (x1, y1) = detection.keypoints_px[0], detection.keypoints_px[1]
+    return alignment_roi(detection.keypoints_px[0], detection.keypoints_px[1])
+
+
+def landmarks_roi(crop: CropLandmarks, roi: Roi) -> Roi:
+    """The next frame's ROI from this frame's landmarks (video mode's loopback, pose_landmarks_to_roi.pbtxt):
+    the auxiliary hip-centre and scale points (33, 34), projected from the crop to the analysed pixels,
+    through the same alignment as a detection's."""
+    points = _apply_affine(cv2.invertAffineTransform(roi.to_crop()), crop.xy[33:35].astype(np.float64))
+    return alignment_roi(points[0], points[1])
+
+
+def alignment_roi(center: np.ndarray, scale_point: np.ndarray) -> Roi:
+    """A square ROI centred on `center`, rotated so that `scale_point` lies straight above it, side
+    2 x their distance x 1.25 (MediaPipe's alignment-points rect and its RectTransformation)."""
+    (x0, y0), (x1, y1) = center, scale_point
     side = 2.0 * math.hypot(x1 - x0, y1 - y0) * ROI_SCALE
     rotation = math.pi / 2 - math.atan2(-(y1 - y0), x1 - x0)
     rotation = rotation - 2 * math.pi * math.floor((rotation + math.pi) / (2 * math.pi))

@@ -65,6 +65,10 @@ class Service:
         self.health_checks: dict[str, Callable[[], str | None]] = {}
         self._purge_stop = threading.Event()
         self._purge_thread: threading.Thread | None = None
+        from daemon.capture.manager import CaptureManager  # late: capture imports this module's types
+
+        # Live capture sessions of every transport (docs/capture.md).
+        self.capture = CaptureManager(self, config)
 
     # -- life cycle -------------------------------------------------------------------------------
 
@@ -78,6 +82,7 @@ class Service:
 
     def stop_intake(self) -> None:
         self.worker.stop_intake()
+        self.capture.stop_intake()
 
     def stop(self, timeout: float) -> bool:
         """Finish accepted requests within `timeout` seconds, then close the store."""
@@ -104,6 +109,7 @@ class Service:
             "queue_size": self.worker.queue_size,
             "accepting": self.worker.accepting,
             "transports": dict(self.transport_status),
+            "capture_sessions": self.capture.count(),
             "problems": self.problems(),
         }
 
@@ -197,6 +203,11 @@ def _make_uvicorn_server(app: Any, config: Config) -> Any:
         lifespan="off",
         timeout_graceful_shutdown=max(1, int(config.worker.stop_timeout_s)),
         server_header=False,
+        # Live capture frames arrive as WebSocket messages (docs/capture.md). The session takes each as it
+        # comes (newest wins); a few unread ones at most wait in uvicorn (its default 32 x 16 MB is half a
+        # gigabyte per connection), and a client sending faster than it is read is slowed by TCP.
+        ws_max_size=config.capture.max_frame_bytes,
+        ws_max_queue=4,
     )
     return _Server(uv_config)
 

@@ -75,5 +75,9 @@ class Topics:
         head = self.reply_tree(kiosk)[:-1]  # without the '#'
         return topic.startswith(head) and len(topic) > len(head) and not any(w in topic for w in _WILDCARDS)
 
+    def capture(self, kiosk: str | None, uuid: str) -> str:
+        """A live capture session's tree (docs/capture.md): start, frame, command, still in; guide, event out."""
+        return f"{self.prefix}/capture/{uuid}" if kiosk is None else f"{self.prefix}/capture/{kiosk}/{uuid}"
+
     def status(self, daemon_id: str) -> str:
         return f"{self.prefix}/status/{daemon_id}"

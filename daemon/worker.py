@@ -11,7 +11,8 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -52,6 +53,11 @@ class Worker:
         self._busy = 0
         self._room_listeners: list[Callable[[], None]] = []
         self._description: dict = {}
+        # Live capture work (daemon/capture/): one task per session, newest replacing older, run only
+        # when no analysis is queued. `_wake` is set whenever either kind of work arrives.
+        self._live: OrderedDict[Hashable, Callable[[Any], None]] = OrderedDict()
+        self._live_lock = threading.Lock()
+        self._wake = threading.Event()
 
     # -- life cycle -------------------------------------------------------------------------------
 
@@ -88,6 +94,9 @@ class Worker:
             self._queue.put(None, timeout=max(0.0, deadline - time.monotonic()))
         except queue.Full:
             pass
+        with self._live_lock:
+            self._live.clear()
+        self._wake.set()
         thread.join(max(0.0, deadline - time.monotonic()))
         abandoned = self._fail_queued("the daemon is shutting down; retry after it restarts")
         if abandoned:
@@ -96,6 +105,7 @@ class Worker:
                 self._queue.put_nowait(None)
             except queue.Full:
                 pass
+            self._wake.set()
         finished = not thread.is_alive()
         if not finished:
             log.warning("inference worker still busy at the stop deadline (%d queued requests abandoned)", abandoned)
@@ -140,7 +150,41 @@ class Worker:
                 "overload", f"the analysis queue is full ({self.queue_size} requests waiting); retry shortly"
             ) from None
         metrics.set_queue_depth(self._queue.qsize())
+        self._wake.set()
         return job.future
+
+    def schedule_live(self, key: Hashable, task: Callable[[Any], None]) -> None:
+        """Run `task(analyzer)` in the worker thread when no analysis is waiting (live capture frames).
+
+        One task per key: scheduling again before it ran keeps one run (the task takes its newest frame
+        itself). Analyses always go first, so live work slows down rather than delaying them.
+        """
+        if not self._accepting:
+            return
+        with self._live_lock:
+            self._live[key] = task
+        self._wake.set()
+
+    def cancel_live(self, key: Hashable) -> None:
+        with self._live_lock:
+            self._live.pop(key, None)
+
+    def live_pending(self) -> int:
+        with self._live_lock:
+            return len(self._live)
+
+    def _next(self) -> _Job | None | Callable[[Any], None]:
+        """The next job: a queued analysis (or the stop sentinel) first, else a live task, else wait."""
+        while True:
+            self._wake.clear()
+            try:
+                return self._queue.get_nowait()
+            except queue.Empty:
+                pass
+            with self._live_lock:
+                if self._live:
+                    return self._live.popitem(last=False)[1]
+            self._wake.wait()
 
     # -- the thread -------------------------------------------------------------------------------
 
@@ -162,10 +206,13 @@ class Worker:
         log.info("inference worker ready (%s)", self._description.get("backend", "unknown backend"))
         try:
             while True:
-                job = self._queue.get()
-                metrics.set_queue_depth(self._queue.qsize())
+                job = self._next()
                 if job is None:
                     break
+                if not isinstance(job, _Job):
+                    self._run_live(analyzer, job)
+                    continue
+                metrics.set_queue_depth(self._queue.qsize())
                 self._notify_room()
                 self._analyze(analyzer, job)
         finally:
@@ -202,6 +249,12 @@ class Worker:
             job.future.set_exception(error)
         else:
             job.future.set_result(answer)
+
+    def _run_live(self, analyzer: AnalyzerLike, task: Callable[[Any], None]) -> None:
+        try:
+            task(analyzer)
+        except Exception:  # one session's bad frame must not stop the worker
+            log.exception("live capture task failed")
 
     def _notify_room(self) -> None:
         for listener in list(self._room_listeners):

@@ -154,6 +154,8 @@ def test_burst_is_spread_over_three_daemons_each_answered_once(tmp_path, capsys)
             assert entry["served"] == counts[entry["daemon_id"]]
         assert main(["fleet", "--broker", fleet.url, "--prefix", fleet.prefix, "--wait", "0.3"]) == 0
         assert "3 daemon(s), 3 taking work" in capsys.readouterr().out
+        # Capture over MQTT is a session one daemon must follow: a group member does not open its topics.
+        assert all("capture over MQTT is off in the shared group" in d.log() for d in fleet.daemons)
 
         # `skeletond kiosk-request` prints the answer; a retry with the same uuid gets the same answer.
         photos = [str(PHOTOS / view / f"fitlens_p5_{view}.jpg") for view in ("front", "side")]
