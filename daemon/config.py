@@ -98,6 +98,9 @@ class HttpConfig:
     host: str = "127.0.0.1"
     port: int = 8080
     max_body_bytes: int = 64 * 1024 * 1024
+    # Bytes of request bodies held at once, from reading until answered; more uploads get 503 + Retry-After.
+    # 128 MiB: twenty typical requests (two 12 MP phone photos, ~6 MB) or two of the largest allowed.
+    max_inflight_body_bytes: int = 128 * 1024 * 1024
     # Optional bearer token; required for /results when listening beyond loopback.
     token: str | None = None
 
@@ -278,6 +281,8 @@ def validate(config: Config) -> None:
         raise ConfigError(f"http.port: 1-65535, got {config.http.port}")
     if config.http.max_body_bytes < 1024:
         raise ConfigError("http.max_body_bytes: at least 1024")
+    if config.http.max_inflight_body_bytes < config.http.max_body_bytes:
+        raise ConfigError("http.max_inflight_body_bytes: at least http.max_body_bytes (else a large body never fits)")
     if config.pipeline.max_pixels < 10_000:
         raise ConfigError("pipeline.max_pixels: at least 10000")
     if not 1 <= config.pipeline.annotated_jpeg_quality <= 100:

@@ -4,6 +4,7 @@ POST /analyze/skeleton-v2   the seed's request JSON -> the skeleton-v2 answer (e
 GET  /results/{uuid}        a stored answer (token required whenever HTTP listens beyond loopback)
 GET  /healthz               liveness, analyzer backend, queue depth, transport states
 GET  /metrics               Prometheus text format
+GET  /openapi.json          this API as an OpenAPI 3.1 document (daemon/contract/)
 """
 
 from __future__ import annotations
@@ -13,24 +14,30 @@ import hmac
 import ipaddress
 import logging
 
+import orjson
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.convertors import Convertor, register_url_convertor
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from daemon import metrics
-from daemon.answer import answer_json
+from daemon.answer import SOFTWARE_VERSION, answer_json
 from daemon.config import Config
+from daemon.contract.openapi import build_openapi
 from daemon.errors import AnalysisError
-from daemon.request import parse_request, uuid_problem
-from daemon.service import Service
+from daemon.request import parse_owned_body, uuid_problem
+from daemon.service import Service, release_free_memory
 
 log = logging.getLogger(__name__)
 
 JSON = "application/json"
 # Seconds a client should wait before retrying a request refused because the queue was full.
 RETRY_AFTER_S = 5
+# Returning freed memory to the system (malloc_trim) costs milliseconds: only after bodies this large.
+_TRIM_AFTER_BYTES = 8 * 1024 * 1024
 
 
 def is_loopback(host: str) -> bool:
@@ -52,31 +59,110 @@ def _error_response(error: AnalysisError, uuid: str | None = None) -> Response:
     return _json(error.to_answer(uuid), error.http_status, headers)
 
 
-def _refusal(status: int, text: str, detail: str, headers: dict[str, str] | None = None) -> Response:
-    return _json({"data": {"state": -1, "errors": text, "detail": detail}}, status, headers)
+def _refusal(
+    status: int, text: str, detail: str, headers: dict[str, str] | None = None, kind: str | None = None
+) -> Response:
+    """A refusal of the HTTP layer itself (no token, no result) in the seed's error shape."""
+    kind = kind or text.replace(" ", "_")
+    return _json({"data": {"state": -1, "errors": text, "detail": detail, "kind": kind}}, status, headers)
+
+
+async def _http_exception(request: Request, exc: Exception) -> Response:
+    """Starlette's own refusals (no such route, wrong method) in the seed's error shape too."""
+    status = getattr(exc, "status_code", 500)
+    headers = getattr(exc, "headers", None)
+    if status == 404:
+        return _refusal(404, "not found", f"no route {request.method} {request.url.path[:200]}", kind="not_found")
+    if status == 405:
+        return _refusal(405, "method not allowed", f"{request.method} is not allowed here", headers,
+                        kind="method_not_allowed")
+    return _refusal(status, "invalid request", str(getattr(exc, "detail", "")) or "refused", headers,
+                    kind="validation")
+
+
+class _AnyText(Convertor):
+    """A path parameter matching any text, newlines included (Starlette's `path` stops at one, and the
+    request then fell through to a plain-text 404 instead of the uuid's own 400)."""
+
+    regex = "[\\s\\S]*"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("anytext", _AnyText())
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    """An exception no handler caught: the seed's `internal` error (documented 500), not a bare text page."""
+    log.error("unexpected %s on %s %s", type(exc).__name__, request.method, request.url.path, exc_info=exc)
+    return _error_response(AnalysisError("internal", f"unexpected {type(exc).__name__}; see the daemon's log"))
 
 
 class _TooLarge(Exception):
     pass
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    """The body, read chunk by chunk; stops as soon as it passes `limit` (memory stays bounded)."""
+class BodyBudget:
+    """Bytes of request bodies held from the first byte read until the answer is sent (http.max_inflight_body_bytes).
+
+    Used only on the event loop (no lock). A body is counted at its declared Content-Length before it is
+    read, or chunk by chunk when it has none; the parsed photos it becomes stay counted until answered,
+    so uploads cannot pile up in memory however many clients send at once.
+    """
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.used = 0
+
+    def take(self, size: int) -> bool:
+        if self.used + size > self.limit:
+            return False
+        self.used += size
+        metrics.add_body_bytes(size)
+        return True
+
+    def give_back(self, size: int) -> None:
+        self.used -= size
+        metrics.add_body_bytes(-size)
+
+
+def _busy(detail: str) -> AnalysisError:
+    return AnalysisError("overload", detail)
+
+
+async def _read_body(request: Request, limit: int, budget: BodyBudget, held: list[int]) -> bytearray:
+    """The body, read chunk by chunk into one buffer; stops as soon as it passes `limit` (413) or the
+    budget of bodies in flight (503). `held[0]` is what this body has taken from the budget so far."""
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    size_known = declared is not None and declared.isdigit()
+    if size_known and int(declared) > limit:
         raise _TooLarge(f"the body is {int(declared)} bytes; the limit is {limit} bytes")
-    chunks: list[bytes] = []
-    size = 0
+    if size_known:
+        if not budget.take(int(declared)):
+            raise _busy("too many uploads are being received at once; retry shortly")
+        held[0] += int(declared)
+    # One buffer, no list of chunks joined at the end (that doubled the peak for a moment).
+    body = bytearray()
     async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
+        if len(body) + len(chunk) > limit:
             raise _TooLarge(f"the body is larger than the limit of {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
+        if len(body) + len(chunk) > held[0]:
+            extra = len(body) + len(chunk) - held[0]
+            if not budget.take(extra):
+                raise _busy("too many uploads are being received at once; retry shortly")
+            held[0] += extra
+        body += chunk
+    return body
 
 
 def create_app(service: Service, config: Config) -> Starlette:
     token = config.http.token
+    budget = BodyBudget(config.http.max_inflight_body_bytes)
+    parse_lock = asyncio.Lock()
     results_need_token = token is not None or not is_loopback(config.http.host)
 
     def authorized(request: Request) -> bool:
@@ -96,16 +182,37 @@ def create_app(service: Service, config: Config) -> Starlette:
         metrics.count_request("http")
         if not authorized(request):
             return unauthorized()
+        # Refused before a byte of the body is read: a full queue costs the server no memory.
+        if not service.has_room():
+            return _error_response(_busy(
+                "the analysis queue is full; retry shortly" if service.worker.accepting
+                else "the daemon is not accepting requests (starting or shutting down); retry shortly"
+            ))
+        held = [0]
         try:
-            body = await _read_body(request, config.http.max_body_bytes)
+            return await _analyze_body(request, held)
+        finally:
+            budget.give_back(held[0])
+            if budget.used == 0 and held[0] >= _TRIM_AFTER_BYTES:
+                # The last large upload is answered: hand its freed pages back to the system.
+                asyncio.get_running_loop().run_in_executor(None, release_free_memory)
+
+    async def _analyze_body(request: Request, held: list[int]) -> Response:
+        try:
+            body = await _read_body(request, config.http.max_body_bytes, budget, held)
         except _TooLarge as exc:
             return _error_response(AnalysisError("too_large", str(exc)))
+        except AnalysisError as exc:
+            return _error_response(exc)
         uuid: str | None = None
         try:
-            # Decoding megabytes of base64 and hashing them takes milliseconds: off the event loop.
-            parsed = await run_in_threadpool(parse_request, body)
-            # The raw body is as large as the photos again: drop it before waiting in the queue.
+            # Decoding megabytes of base64 and hashing them takes milliseconds: off the event loop, one
+            # body at a time (a parse briefly holds the body's size twice over). The parser takes the
+            # body out of `owned` and frees it once the JSON is read, before the photos are decoded.
+            owned = [body]
             del body
+            async with parse_lock:
+                parsed = await run_in_threadpool(parse_owned_body, owned)
             uuid = parsed.uuid
             future = await run_in_threadpool(service.submit, parsed)
             answer = await asyncio.wrap_future(future)
@@ -148,13 +255,21 @@ def create_app(service: Service, config: Config) -> Starlette:
         metrics.set_queue_depth(service.worker.depth())
         return Response(metrics.render(), media_type=metrics.CONTENT_TYPE)
 
+    openapi_json = orjson.dumps(build_openapi(
+        version=SOFTWARE_VERSION, token_required=token is not None, results_need_token=results_need_token,
+    ))
+
+    async def openapi(request: Request) -> Response:
+        return Response(openapi_json, media_type=JSON)
+
     from daemon.capture.websocket import capture_route
 
     routes = [
         capture_route(service, config),  # WebSocket /capture: live capture (docs/capture.md)
+        Route("/openapi.json", openapi, methods=["GET"]),
         Route("/analyze/skeleton-v2", analyze, methods=["POST"]),
-        Route("/results/{uuid:path}", result, methods=["GET"]),
+        Route("/results/{uuid:anytext}", result, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
     ]
-    return Starlette(routes=routes)
+    return Starlette(routes=routes, exception_handlers={Exception: _unexpected, HTTPException: _http_exception})

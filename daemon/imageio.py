@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 import simplejpeg
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError, features
 
 from daemon.errors import AnalysisError
 
@@ -24,12 +24,18 @@ try:  # Phones send HEIC; pillow-heif is optional (extra "heic").
 except ImportError:  # pragma: no cover - depends on the install
     _HEIF = False
 
-SUPPORTED_FORMATS = ("JPEG", "PNG", "WEBP") + (("HEIF",) if _HEIF else ())
+# What phones, browsers and kiosk cameras save as stills (README "Photos"). Pillow names a JPEG with a second
+# embedded image (MPF: large thumbnail, gain map, as many phones write) MPO: it is read as a JPEG, first
+# image. Everything else (GIF, JPEG 2000, PPM, ICO, ...) is refused with an `image load error`.
+_JPEG_LIKE = ("JPEG", "MPO")
+_VIA_PILLOW = ("BMP", "TIFF") + (("AVIF",) if features.check("avif") else ()) + (("HEIF",) if _HEIF else ())
+SUPPORTED_FORMATS = _JPEG_LIKE + ("PNG", "WEBP") + _VIA_PILLOW
+_FORMAT_NAMES = ", ".join(dict.fromkeys("JPEG" if f == "MPO" else f for f in SUPPORTED_FORMATS))
 
 
 def _looks_truncated(data: bytes, image_format: str) -> bool:
     """libjpeg and libpng fill a cut-off photo with grey and only warn: catch the cut ourselves."""
-    if image_format == "JPEG":
+    if image_format in _JPEG_LIKE:
         # The end-of-image marker may be followed by padding or vendor trailers; look near the end.
         return data.rfind(b"\xff\xd9", max(0, len(data) - 65536)) < 0
     if image_format == "PNG":
@@ -37,26 +43,15 @@ def _looks_truncated(data: bytes, image_format: str) -> bool:
     if image_format == "WEBP":
         declared = int.from_bytes(data[4:8], "little") + 8 if len(data) >= 8 else 0
         return len(data) < declared
+    if image_format == "BMP":
+        return len(data) < (int.from_bytes(data[2:6], "little") if len(data) >= 6 else 1)
     return False
 
 
-def probe(data: bytes, view: str, max_pixels: int) -> tuple[str, int, int, int]:
-    """Format, stored size and EXIF orientation (1-8) from the header alone (no pixels decoded)."""
-    try:
-        with Image.open(io.BytesIO(data)) as header:
-            image_format = header.format or "unknown"
-            width, height = header.size
-            try:
-                orientation = int(header.getexif().get(0x0112, 1))
-            except (ValueError, TypeError, OSError, SyntaxError):
-                orientation = 1
-    except UnidentifiedImageError:
-        raise AnalysisError("image_load", f"{view} image: not a JPEG, PNG or WebP image") from None
-    except (OSError, ValueError, SyntaxError) as exc:
-        raise AnalysisError("image_load", f"{view} image: unreadable header ({exc})") from None
+def _check_format_and_size(image_format: str, width: int, height: int, view: str, max_pixels: int) -> None:
     if image_format not in SUPPORTED_FORMATS:
         raise AnalysisError(
-            "image_load", f"{view} image: format {image_format} is not supported ({', '.join(SUPPORTED_FORMATS)})"
+            "image_load", f"{view} image: format {image_format} is not supported (supported: {_FORMAT_NAMES})"
         )
     if width * height > max_pixels:
         raise AnalysisError(
@@ -66,6 +61,29 @@ def probe(data: bytes, view: str, max_pixels: int) -> tuple[str, int, int, int]:
         )
     if width < 32 or height < 32:
         raise AnalysisError("image_load", f"{view} image: {width}x{height} is too small to analyse")
+
+
+def probe(data: bytes, view: str, max_pixels: int) -> tuple[str, int, int, int]:
+    """Format, stored size and EXIF orientation (1-8) from the header alone (no pixels decoded)."""
+    try:
+        with Image.open(io.BytesIO(data)) as header:
+            image_format = header.format or "unknown"
+            width, height = header.size
+            _check_format_and_size(image_format, width, height, view, max_pixels)
+            # Only then the orientation, and only from the header: Pillow's PNG getexif() decodes the
+            # whole image when no eXIf chunk precedes the pixels (a 100000x100000 bomb took gigabytes).
+            orientation = 1
+            if image_format != "PNG" or "exif" in header.info:
+                try:
+                    orientation = int(header.getexif().get(0x0112, 1))
+                except (ValueError, TypeError, OSError, SyntaxError):
+                    orientation = 1
+    except AnalysisError:
+        raise
+    except UnidentifiedImageError:
+        raise AnalysisError("image_load", f"{view} image: not an image in a supported format ({_FORMAT_NAMES})") from None
+    except Exception as exc:  # noqa: BLE001 - a hostile header may trip any decoder: it is the photo's fault
+        raise AnalysisError("image_load", f"{view} image: unreadable header ({type(exc).__name__}: {str(exc)[:200]})") from None
     return image_format, width, height, orientation if 1 <= orientation <= 8 else 1
 
 
@@ -94,6 +112,10 @@ _UPRIGHT = {
 }
 
 
+class _ScanEndsEarly(Exception):
+    pass
+
+
 def _decode_jpeg(data: bytes, width: int, height: int, orientation: int, min_long_side: int) -> np.ndarray | None:
     """libjpeg-turbo through simplejpeg: any M/8 DCT scale whose long side still reaches min_long_side
     (OpenCV offers only 1/2, 1/4, 1/8), the GIL released; the EXIF turn applied here, after scaling."""
@@ -104,8 +126,12 @@ def _decode_jpeg(data: bytes, width: int, height: int, orientation: int, min_lon
         min_width, min_height = width, height
     try:
         pixels = simplejpeg.decode_jpeg(data, colorspace="BGR", min_width=min_width, min_height=min_height)
-    except ValueError:
-        return None  # corrupt, or a kind simplejpeg leaves to others (CMYK): OpenCV tries next
+    except ValueError as exc:
+        if "premature end of data" in str(exc):
+            # The scan data ran out before the declared size (cut and re-terminated, or a header claiming
+            # more pixels than sent): OpenCV would fill the rest with grey and call it a photo.
+            raise _ScanEndsEarly from None
+        return None  # other damage libjpeg tolerates, or a kind simplejpeg leaves to others: OpenCV next
     turn = _UPRIGHT.get(orientation)
     return turn(pixels) if turn else pixels
 
@@ -118,19 +144,40 @@ def decode_upright(data: bytes, view: str, max_pixels: int, min_long_side: int =
     """
     image_format, width, height, orientation = probe(data, view, max_pixels)
     photo_size = (height, width) if orientation in (5, 6, 7, 8) else (width, height)
+    name = "JPEG" if image_format == "MPO" else image_format
     if _looks_truncated(data, image_format):
-        raise AnalysisError("image_load", f"{view} image: truncated {image_format} (the file ends early)")
-    if image_format == "HEIF":
-        with Image.open(io.BytesIO(data)) as heif:
-            upright = ImageOps.exif_transpose(heif).convert("RGB")
-            pixels = cv2.cvtColor(np.asarray(upright), cv2.COLOR_RGB2BGR)
-            return Decoded(pixels, (pixels.shape[1], pixels.shape[0]))
-    if image_format == "JPEG":
-        pixels = _decode_jpeg(data, width, height, orientation, min_long_side)
-        if pixels is not None:
-            return Decoded(pixels, photo_size)
-    # PNG, WebP, and JPEGs simplejpeg declines. OpenCV applies the EXIF orientation tag itself.
-    pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+        raise AnalysisError("image_load", f"{view} image: truncated {name} (the file ends early)")
+    try:
+        if image_format in _VIA_PILLOW:
+            return _decode_with_pillow(data)
+        if image_format in _JPEG_LIKE:
+            try:
+                pixels = _decode_jpeg(data, width, height, orientation, min_long_side)
+            except _ScanEndsEarly:
+                raise AnalysisError(
+                    "image_load", f"{view} image: truncated JPEG (its image data ends before {width}x{height})"
+                ) from None
+            if pixels is not None:
+                return Decoded(pixels, photo_size)
+        # PNG, WebP, and JPEGs simplejpeg declines. OpenCV applies the EXIF orientation tag itself.
+        pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    except AnalysisError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - corrupt data may trip any decoder: it is the photo's fault
+        raise AnalysisError("image_load", f"{view} image: corrupt {name} data ({type(exc).__name__})") from None
     if pixels is None:
-        raise AnalysisError("image_load", f"{view} image: corrupt {image_format} data")
+        raise AnalysisError("image_load", f"{view} image: corrupt {name} data")
+    return Decoded(pixels, (pixels.shape[1], pixels.shape[0]))
+
+
+def _decode_with_pillow(data: bytes) -> Decoded:
+    """BMP, TIFF (first page), AVIF, HEIF: Pillow decodes; EXIF orientation applied; 16-bit and alpha
+    reduced to 8-bit RGB."""
+    with Image.open(io.BytesIO(data)) as image:
+        image.load()
+        if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+            # 16-bit grey (scientific and some industrial cameras): scale to 8 bits, not clip.
+            image = image.point(lambda value: value / 256).convert("L")
+        upright = ImageOps.exif_transpose(image).convert("RGB")
+        pixels = cv2.cvtColor(np.asarray(upright), cv2.COLOR_RGB2BGR)
     return Decoded(pixels, (pixels.shape[1], pixels.shape[0]))

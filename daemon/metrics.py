@@ -12,6 +12,10 @@ REQUESTS = Counter("skeleton_requests", "Analysis requests received, by transpor
 ERRORS = Counter("skeleton_errors", "Requests answered with an error, by error kind.", ["kind"])
 QUEUE_DEPTH = Gauge("skeleton_queue_depth", "Requests waiting for the inference worker.")
 IN_FLIGHT = Gauge("skeleton_in_flight", "Requests the inference worker is analysing now.")
+BODY_BYTES = Gauge(
+    "skeleton_http_body_bytes_in_flight",
+    "Bytes of HTTP request bodies held from reading until answered (bounded by http.max_inflight_body_bytes).",
+)
 STORE_HITS = Counter("skeleton_store_hits", "Requests answered from the result store without inference.")
 # Photos are analysed in about 0.05-5 s per stage on a Jetson or a CPU; queue waits can reach minutes.
 STAGE_SECONDS = Histogram(
@@ -47,6 +51,10 @@ def set_queue_depth(depth: int) -> None:
 
 def set_in_flight(count: int) -> None:
     IN_FLIGHT.set(count)
+
+
+def add_body_bytes(count: int) -> None:
+    BODY_BYTES.inc(count)
 
 
 def render() -> bytes:

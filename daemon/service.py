@@ -309,11 +309,31 @@ def _limit_malloc_arenas(arenas: int = 2) -> None:
     import ctypes.util
 
     name = ctypes.util.find_library("c")
-    if not name or os.environ.get("MALLOC_ARENA_MAX"):
+    if not name:
         return
     try:
         libc = ctypes.CDLL(name)
-        m_arena_max = -8  # from glibc's malloc.h
-        libc.mallopt(m_arena_max, arenas)
+        if not os.environ.get("MALLOC_ARENA_MAX"):
+            m_arena_max = -8  # from glibc's malloc.h
+            libc.mallopt(m_arena_max, arenas)
+        if not os.environ.get("MALLOC_MMAP_THRESHOLD_"):
+            # glibc raises its mmap threshold to the size of each large block freed (up to 32 MB), so
+            # after one big upload the next photo-sized buffers come from the heap and stay there. A
+            # fixed threshold keeps every buffer over 1 MB in its own mapping, returned when freed.
+            m_mmap_threshold = -3
+            libc.mallopt(m_mmap_threshold, 1024 * 1024)
     except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to tune
+        pass
+
+
+def release_free_memory() -> None:
+    """Give the heap's free pages back to the system (glibc malloc_trim), after a burst of large uploads."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    try:
+        if name:
+            ctypes.CDLL(name).malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to do
         pass

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import io
+import json
 import socket
 import struct
 import threading
@@ -18,11 +19,13 @@ import zlib
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
+import jsonschema
 import pytest
 from conftest import testdata_path
 from PIL import Image
 
 from daemon.config import load_config
+from daemon.contract import load_schema
 from daemon.errors import AnalysisError
 from daemon.http import create_app
 from daemon.imageio import decode_upright
@@ -111,6 +114,7 @@ def real(tmp_path_factory):
 def assert_seed_error(response: httpx.Response, status: int, key: str, text: str | None = None) -> dict:
     assert response.status_code == status, response.text
     assert response.headers["content-type"].startswith("application/json")
+    jsonschema.validate(response.json(), load_schema("error"))  # the published error shape
     data = response.json()["data"]
     assert data["state"] == -1
     assert key in data, data
@@ -259,6 +263,47 @@ def test_server_stays_up_and_metrics_count_everything(real):
     assert 'skeleton_stage_seconds_count{stage="decode"}' in text
 
 
+def as_format(jpeg: bytes, fmt: str) -> bytes:
+    """A test photo re-saved as `fmt`; MPO as a phone writes it (the photo, then a gain-map-like image)."""
+    image = Image.open(io.BytesIO(jpeg))
+    image.load()
+    out = io.BytesIO()
+    if fmt == "HEIF":
+        pytest.importorskip("pillow_heif", reason="HEIC needs the 'heic' extra (pillow-heif)").register_heif_opener()
+    if fmt == "MPO":
+        gain_map = image.resize((image.width // 2, image.height // 2)).convert("L").convert("RGB")
+        image.save(out, "MPO", save_all=True, append_images=[gain_map], quality=92)
+    elif fmt in ("BMP", "TIFF"):
+        # Uncompressed: a kiosk camera's smaller frame, to stay under this server's 2 MB body limit.
+        image.resize((image.width * 640 // image.height, 640)).save(out, fmt)
+    else:
+        image.save(out, fmt, **({"quality": 90} if fmt in ("WEBP", "AVIF", "HEIF") else {}))
+    return out.getvalue()
+
+
+B64_FORMS = {
+    "url-safe, no padding": lambda data: base64.urlsafe_b64encode(data).decode().rstrip("="),
+    "data URL, MIME lines": lambda data: "data:image/jpeg;base64," + base64.encodebytes(data).decode(),
+    "percent-encoded": lambda data: b64(data).replace("+", "%2B").replace("/", "%2F").replace("=", "%3D"),
+}
+
+
+@pytest.mark.parametrize(
+    ("front_format", "side_format", "form"),
+    [("MPO", "TIFF", "url-safe, no padding"), ("HEIF", "BMP", "data URL, MIME lines"),
+     ("AVIF", "PNG", "percent-encoded")],
+)
+def test_phone_formats_and_base64_forms_are_analysed(real, front_format, side_format, form):
+    front = as_format(photo("front", "fitlens_p4_front.jpg"), front_format)
+    side = as_format(photo("side", "fitlens_p4_side.jpg"), side_format)
+    encode = B64_FORMS[form]
+    payload = request_json(f"http-fmt-{front_format}", forigimg=encode(front), sorigimg=encode(side))
+    response = real.post("/analyze/skeleton-v2", json=payload)
+    assert response.status_code == 200, response.text[:500]
+    answer = response.json()
+    assert answer["state"] == 0 and len(json.loads(answer["far_coords"])) == 22
+
+
 # -- beside the real tests: a worker that can be held still ---------------------------------------
 
 
@@ -337,3 +382,118 @@ def test_results_need_a_token_beyond_loopback(tmp_path):
             assert_seed_error(client.get("/results/lan-1"), 403, "errors", "forbidden")
     finally:
         service.stop(10)
+
+
+# -- memory under large uploads (issue 10) ---------------------------------------------------------
+
+
+def open_upload(base_url: str, content_length: int, first: bytes) -> socket.socket:
+    """A POST that declares `content_length` bytes and sends only `first` of them (the rest never comes)."""
+    host, port = base_url.removeprefix("http://").split(":")
+    sock = socket.create_connection((host, int(port)), timeout=15)
+    sock.sendall(
+        f"POST /analyze/skeleton-v2 HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {content_length}\r\n\r\n".encode() + first
+    )
+    return sock
+
+
+def read_answer(sock: socket.socket) -> tuple[int, dict]:
+    """Status and JSON body of the answer on `sock` (socket.timeout when none comes)."""
+    raw = b""
+    while b"\r\n\r\n" not in raw:
+        chunk = sock.recv(65536)
+        assert chunk, f"connection closed without an answer: {raw!r}"
+        raw += chunk
+    head, _, content = raw.partition(b"\r\n\r\n")
+    length = int(next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")))
+    while len(content) < length:
+        content += sock.recv(65536)
+    return int(head[9:12]), {"headers": head.decode("latin-1").lower(), **json.loads(content)}
+
+
+def test_full_queue_refuses_a_large_upload_before_reading_its_body(held):
+    client, analyzer, release = held
+    url = str(client.base_url).rstrip("/")
+    with ThreadPoolExecutor(2) as pool:
+        first = pool.submit(client.post, "/analyze/skeleton-v2", json=request_json("big-held-1"))
+        assert analyzer.started.acquire(timeout=20), "the first request never reached the worker"
+        second = pool.submit(client.post, "/analyze/skeleton-v2", json=request_json("big-held-2"))
+        deadline = time.monotonic() + 10
+        while client.get("/healthz").json()["queue_depth"] < 1:
+            assert time.monotonic() < deadline, "the second request was never queued"
+            time.sleep(0.02)
+        # 50 MB declared, 1 kB sent: the answer must come without the server waiting for the rest.
+        sock = open_upload(url, 50_000_000, b'{"id": "x", "uuid": "big-3", "forigimg": "' + b"A" * 1000)
+        with sock:
+            status, answer = read_answer(sock)
+        assert status == 503, answer
+        assert answer["data"]["errors"] == "server busy" and "queue is full" in answer["data"]["detail"]
+        assert "retry-after:" in answer["headers"]
+        release.set()
+        assert first.result(30).status_code == 200
+        assert second.result(30).status_code == 200
+
+
+def body_bytes_in_flight(client: httpx.Client) -> float:
+    for line in client.get("/metrics").text.splitlines():
+        if line.startswith("skeleton_http_body_bytes_in_flight "):
+            return float(line.split()[1])
+    raise AssertionError("no skeleton_http_body_bytes_in_flight in /metrics")
+
+
+@pytest.fixture
+def small_budget(tmp_path):
+    """A server whose bodies in flight may total 1 MB, each at most 600 kB."""
+    config = load_config(
+        overrides={
+            "http": {"max_body_bytes": 600_000, "max_inflight_body_bytes": 1_000_000},
+            "store": {"path": str(tmp_path / "budget.sqlite3")},
+        }
+    )
+    release = threading.Event()
+    release.set()
+    service = Service(config, lambda cfg: HeldAnalyzer(cfg, release))
+    service.start()
+    with running_server(service, config) as url, httpx.Client(base_url=url, timeout=60) as client:
+        yield url, client
+    service.stop(10)
+
+
+def test_bodies_in_flight_are_bounded(small_budget):
+    url, client = small_budget
+    # A slow upload holds 600 kB of the 1 MB budget while it is being received.
+    start = b'{"id": "x", "uuid": "slow-1", "forigimg": "'
+    slow = open_upload(url, 600_000, start)
+    try:
+        deadline = time.monotonic() + 20
+        while body_bytes_in_flight(client) < 600_000:  # the server is reading it
+            assert time.monotonic() < deadline, "the slow upload never took its share of the budget"
+            time.sleep(0.02)
+        for kind in ("declared", "chunked"):
+            if kind == "declared":
+                other = open_upload(url, 500_000, b"{")
+                with other:
+                    status, answer = read_answer(other)
+            else:
+                def chunks():
+                    for _ in range(8):
+                        yield b" " * 65536
+
+                response = client.post("/analyze/skeleton-v2", content=chunks())
+                status, answer = response.status_code, {"headers": "retry-after:", **response.json()}
+            assert status == 503, (kind, answer)
+            assert "too many uploads" in answer["data"]["detail"] and "retry-after:" in answer["headers"]
+        # Small requests still fit beside the slow one.
+        assert client.post("/analyze/skeleton-v2", json={"id": "x"}).status_code == 400
+        room = 600_000 - len(start) - 2
+        slow.sendall(b"A" * (room - room % 4) + b'"' + b" " * (room % 4) + b"}")
+        status, answer = read_answer(slow)
+        assert status == 400 and answer["data"]["errors"] == "missing field: sorigimg", answer
+    finally:
+        slow.close()
+    # The slow upload is answered: its share of the budget is free again.
+    payload = request_json("budget-ok", front=photo("front", "fitlens_p2_front.jpg"))
+    assert len(json.dumps(payload)) < 600_000
+    assert client.post("/analyze/skeleton-v2", json=payload).status_code == 200
+    assert body_bytes_in_flight(client) == 0

@@ -77,7 +77,7 @@ def test_decompression_bomb_is_refused_before_decoding():
 
 
 @pytest.mark.parametrize("data, words", [
-    (b"hello, this is text and not a photo", "not a JPEG, PNG or WebP"),
+    (b"hello, this is text and not a photo", "not an image in a supported format (JPEG, PNG, WEBP, BMP, TIFF"),
     (b"\xff\xd8\xff\xe0" + b"\x00" * 64, "image"),
 ])
 def test_garbage_is_an_image_load_error(data, words):
@@ -113,3 +113,117 @@ def test_every_exif_orientation_matches_pillow(orientation, min_side):
     assert decoded.photo_size == (expected.shape[1], expected.shape[0])
     small = cv2.resize(expected, (decoded.pixels.shape[1], decoded.pixels.shape[0]), interpolation=cv2.INTER_AREA)
     assert np.abs(decoded.pixels.astype(int) - small.astype(int)).mean() < 6
+
+
+# -- every still format a phone, browser or kiosk camera saves (issue 10) ----------------------------
+
+ACCEPTED = ["JPEG", "MPO", "PNG", "WEBP", "BMP", "TIFF", "AVIF", "HEIF"]
+
+
+def _encoded(image: Image.Image, fmt: str, **options) -> bytes:
+    if fmt == "HEIF":
+        pillow_heif = pytest.importorskip("pillow_heif", reason="HEIC needs the 'heic' extra (pillow-heif)")
+        pillow_heif.register_heif_opener()
+    out = io.BytesIO()
+    if fmt == "MPO":
+        # A phone's MPF JPEG: the photo, then a second image (a large thumbnail or a gain map).
+        second = image.resize((image.width // 4, image.height // 4)).convert("L").convert("RGB")
+        image.save(out, "MPO", save_all=True, append_images=[second], quality=95)
+    else:
+        image.save(out, fmt, **options)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("fmt", ACCEPTED)
+def test_every_accepted_format_decodes_to_the_photo(fmt):
+    image = _upright_test_image(400, 600)
+    data = _encoded(image, fmt, **({"quality": 95} if fmt in ("JPEG", "WEBP", "AVIF", "HEIF") else {}))
+    assert Image.open(io.BytesIO(data)).format == fmt
+    decoded = decode_upright(data, "front", LIMIT, 0)
+    assert decoded.photo_size == (400, 600) and decoded.pixels.shape == (600, 400, 3)
+    expected = np.asarray(image)[:, :, ::-1].astype(int)
+    assert np.abs(decoded.pixels.astype(int) - expected).mean() < 8, fmt
+
+
+def test_mpo_is_read_as_its_first_image_at_a_reduced_scale():
+    image = _upright_test_image(3000, 4000)
+    data = _encoded(image, "MPO")
+    decoded = decode_upright(data, "side", LIMIT, 1000)
+    assert decoded.photo_size == (3000, 4000) and max(decoded.pixels.shape) < 4000
+    # The first image, not the grey second one: the top-left quadrant is red (BGR).
+    b, g, r = decoded.pixels[10, 10]
+    assert r > 200 and g < 60 and b < 60
+
+
+@pytest.mark.parametrize("fmt", ["BMP", "TIFF"])
+def test_exif_orientation_of_formats_decoded_by_pillow(fmt):
+    stored = _upright_test_image(300, 200).transpose(Image.Transpose.ROTATE_90)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    data = _encoded(stored, fmt, **({"exif": exif.tobytes()} if fmt == "TIFF" else {}))
+    decoded = decode_upright(data, "front", LIMIT)
+    expected = (300, 200) if fmt == "TIFF" else (200, 300)  # BMP carries no EXIF
+    assert decoded.photo_size == expected
+
+
+def test_sixteen_bit_tiff_is_scaled_to_eight_bits():
+    grey = (np.linspace(0, 65535, 300 * 200).reshape(200, 300)).astype(np.uint16)
+    data = _encoded(Image.fromarray(grey), "TIFF")
+    decoded = decode_upright(data, "front", LIMIT)
+    assert decoded.pixels.shape == (200, 300, 3)
+    assert decoded.pixels[0, 0, 0] < 5 and decoded.pixels[-1, -1, 0] > 250
+
+
+@pytest.mark.parametrize("fmt", ["GIF", "JPEG2000", "PPM", "ICO", "TGA"])
+def test_other_formats_are_refused_with_the_list(fmt):
+    data = _encoded(_upright_test_image(64, 64), fmt)
+    with pytest.raises(AnalysisError) as raised:
+        decode_upright(data, "front", LIMIT)
+    assert raised.value.kind == "image_load"
+    assert raised.value.to_answer()["data"]["errors"] == "image load error"
+    assert f"format {fmt} is not supported (supported: JPEG, PNG, WEBP, BMP, TIFF" in raised.value.detail
+
+
+@pytest.mark.parametrize("fmt", ACCEPTED)
+def test_truncated_files_of_every_format_are_refused(fmt):
+    data = _encoded(_upright_test_image(400, 600), fmt)
+    if fmt == "MPO":
+        # Only the first image is read: a cut in the second one (the small grey one at the end) loses
+        # nothing we use, a cut in the first is refused like a truncated JPEG.
+        assert decode_upright(data[:-40], "front", LIMIT).photo_size == (400, 600)
+        data = data[: len(data) // 2 + 4]
+    for cut in (len(data) // 2, len(data) - 40):
+        with pytest.raises(AnalysisError) as raised:
+            decode_upright(data[:cut], "front", LIMIT)
+        assert raised.value.kind == "image_load", (fmt, cut)
+
+
+def test_jpeg_whose_data_ends_before_its_declared_size_is_refused():
+    """Found by tests/test_fuzz.py: a JPEG cut and re-terminated, or whose header claims more pixels than
+    its data holds, passed the end-marker check and OpenCV decoded it with grey for the missing rows."""
+    photo = read_photo("front", "fitlens_p5_front.jpg")
+    cut_and_closed = photo[: len(photo) // 2] + b"\xff\xd9"
+    sof = max(photo.find(b"\xff\xc0"), photo.find(b"\xff\xc2"))  # baseline or progressive
+    claims_more = photo[: sof + 5] + struct.pack(">HH", 7000, 8000) + photo[sof + 9:]
+    for data in (cut_and_closed, claims_more):
+        with pytest.raises(AnalysisError) as raised:
+            decode_upright(data, "front", LIMIT)
+        assert raised.value.kind == "image_load" and "truncated JPEG" in raised.value.detail
+
+
+def test_probing_a_png_decodes_no_pixels(monkeypatch):
+    """Pillow's PNG getexif() loads the whole image when no eXIf chunk comes before the pixels: probe read
+    the orientation before checking the size, so a 100000x100000 bomb started decoding (gigabytes of RSS
+    once glibc served Pillow's blocks from the heap: the full test suite was OOM-killed there)."""
+    from PIL import PngImagePlugin
+
+    def no_load(self):
+        raise AssertionError("probe decoded the PNG's pixels")
+
+    monkeypatch.setattr(PngImagePlugin.PngImageFile, "load", no_load)
+    with pytest.raises(AnalysisError) as raised:
+        decode_upright(_png_header_only(100_000, 100_000), "front", LIMIT)
+    assert "over the limit" in raised.value.detail
+    out = io.BytesIO()
+    _upright_test_image(400, 600).save(out, "PNG")
+    assert decode_upright(out.getvalue(), "front", LIMIT).photo_size == (400, 600)

@@ -84,3 +84,72 @@ def test_input_hash_covers_every_field_that_shapes_the_answer():
     hashes = [request.input_hash for request in variants]
     assert base.input_hash not in hashes
     assert len(set(hashes)) == len(hashes)
+
+
+# -- the base64 forms clients really produce (issue 10) --------------------------------------------
+
+BYTES = bytes(range(256)) * 3 + b"\xfb\xff\xfe"  # every byte value: '+' and '/' (or '-' and '_') appear
+
+
+def _forms() -> dict[str, str]:
+    plain = base64.b64encode(BYTES).decode()
+    urlsafe = base64.urlsafe_b64encode(BYTES).decode()
+    mime = base64.encodebytes(BYTES).decode().replace("\n", "\r\n")  # 76 columns, CRLF (MIME)
+    return {
+        "seed (plain)": plain,
+        "data URL": "data:image/jpeg;base64," + plain,
+        "data URL, upper case, parameters": "DATA:image/png;name=front.png;charset=utf-8;BASE64," + plain,
+        "URL-safe (Android Base64.URL_SAFE, JWT style)": urlsafe,
+        "URL-safe without padding": urlsafe.rstrip("="),
+        "missing padding": plain.rstrip("="),
+        "MIME 76 columns, CRLF": mime,
+        "76 columns, LF (Python encodebytes, openssl base64)": base64.encodebytes(BYTES).decode(),
+        "64 columns (PEM)": "\n".join(plain[i:i + 64] for i in range(0, len(plain), 64)),
+        "spaces, tabs, leading and trailing blanks": "  " + " ".join(plain[i:i + 10] for i in range(0, len(plain), 10)) + "\t\n",
+        "percent-encoded (form-encoded into JSON)": plain.replace("+", "%2B").replace("/", "%2F").replace("=", "%3D"),
+        "data URL, wrapped, no padding": "data:image/jpeg;base64," + "\n".join(
+            plain.rstrip("=")[i:i + 76] for i in range(0, len(plain.rstrip("=")), 76)),
+    }
+
+
+@pytest.mark.parametrize("form", list(_forms()))
+def test_every_base64_form_decodes_to_the_photo(form):
+    request = parse_request(_payload(forigimg=_forms()[form], sorigimg=_forms()[form]))
+    assert request.front_image == BYTES and request.side_image == BYTES
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("abc*def" + "A" * 20, "the character '*' is not base64"),
+        ("ab+c-d" + "A" * 22, "mixes the standard and URL-safe alphabets"),
+        ("A" * 21, "length is impossible"),
+        ("data:image/jpeg,%FF%D8%FF", "a data URL must be base64"),
+        ("data:image/jpeg;base64" + "A" * 40, "without a ','"),
+        ("QUJD\u00e9REVG", "non-ASCII"),
+        ("", "empty"),
+        ("====", "empty"),
+    ],
+)
+def test_what_is_not_base64_is_an_image_load_error_that_says_why(text, words):
+    with pytest.raises(AnalysisError) as raised:
+        parse_request(_payload(sorigimg=text))
+    assert raised.value.kind == "image_load"
+    assert raised.value.to_answer()["data"]["errors"] == "image load error"
+    assert raised.value.detail.startswith("side image") and words in raised.value.detail, raised.value.detail
+
+
+# -- found by tests/test_fuzz.py --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "value", [10**400, -(10**5000), "9" * 5000, "x" * 1_000_000, [1, 2], {"cm": 170}],
+    ids=["1e400 int", "5000-digit int", "5000-digit string", "1 MB string", "array", "object"],
+)
+def test_numbers_far_out_of_range_are_refused_with_a_short_detail(value):
+    # 10**400 raised OverflowError in float(); a 5000-digit int cannot even be repr'd (Python's digit
+    # limit); a megabyte string was echoed whole into the answer's detail.
+    with pytest.raises(AnalysisError) as raised:
+        parse_request(_payload(height=value))
+    assert raised.value.kind == "validation" and raised.value.to_answer()["data"]["errors"] == "invalid field: height"
+    assert len(raised.value.detail) < 120, raised.value.detail
