@@ -56,6 +56,8 @@ log = logging.getLogger(__name__)
 
 RECONNECT_MIN_S = 1
 RECONNECT_MAX_S = 30
+# PUBACK reason code: the broker took the message but no subscription matched it.
+NO_MATCHING_SUBSCRIBERS = 16
 # The largest Maximum Packet Size MQTT 5 can express (a Four Byte Integer).
 MAX_PACKET_SIZE = 2**32 - 1
 
@@ -85,6 +87,8 @@ class _Reply:
     request_mid: int
     request_qos: int
     remaining: int
+    # A hand-back (fleet): publish it again when the broker answered "No matching subscribers".
+    resend: Any = None
 
 
 def broker_address(url: str) -> tuple[str, int, bool, str | None, str | None]:
@@ -163,6 +167,8 @@ class MqttBridge:
             version=SOFTWARE_VERSION,
         )
         self._last_message_at = time.monotonic()
+        self._nobody: set[int] = set()
+        self._resend_until = float("inf")
         client.will_set(self.status_topic, self.membership.offline_payload(), qos=1, retain=True)
         client.reconnect_delay_set(RECONNECT_MIN_S, RECONNECT_MAX_S)
         client.on_connect = self._on_connect
@@ -243,6 +249,7 @@ class MqttBridge:
         """Publish the answers still due (within `timeout`), then `offline`, then disconnect."""
         self.stop_intake()
         deadline = time.monotonic() + timeout
+        self._resend_until = deadline - 1.5
         if self.membership.shared:
             # Requests the broker had already queued for this daemon still arrive after it left the
             # group: each is handed back as it comes; wait for a quiet moment.
@@ -361,10 +368,25 @@ class MqttBridge:
             # A refused publish (e.g. the ACL) will not succeed on redelivery either: ack the request.
             log.error("the broker refused a publish (mid %d): %s", mid, reason_code)
         with self._pub_lock:
+            if getattr(reason_code, "value", 0) == NO_MATCHING_SUBSCRIBERS:
+                self._nobody.add(mid)
             if mid not in self._pending:
                 self._early.add(mid)
                 return
             reply = self._pending.pop(mid)
+        self._acknowledged(mid, reply)
+
+    def _acknowledged(self, mid: int, reply: _Reply | None) -> None:
+        """The broker acknowledged publish `mid`. A hand-back that reached nobody (every member had just
+        left the group, e.g. all busy at once) is published again shortly, until the stop deadline."""
+        with self._pub_lock:
+            nobody = mid in self._nobody
+            self._nobody.discard(mid)
+        if nobody and reply is not None and reply.resend is not None and time.monotonic() < self._resend_until:
+            timer = threading.Timer(0.2, reply.resend)
+            timer.daemon = True
+            timer.start()
+            return
         self._reply_part_done(reply)
 
     # -- intake -----------------------------------------------------------------------------------
@@ -540,10 +562,12 @@ class MqttBridge:
             if value is not None:
                 setattr(properties, name, value)
         reply = _Reply(message.mid, message.qos, 1)
+        topic, payload = message.topic, message.payload
+        reply.resend = lambda: self._publish(topic, payload, properties, reply)
         with self._pub_lock:
             self._open_replies += 1
-        log.info("handing a request back to the group (%d bytes)", len(message.payload))
-        self._publish(message.topic, message.payload, properties, reply)
+        log.info("handing a request back to the group (%d bytes)", len(payload))
+        self._publish(topic, payload, properties, reply)
 
     def _ack(self, delivery: _Delivery) -> None:
         if delivery.qos > 0:
@@ -596,7 +620,7 @@ class MqttBridge:
                 self._pending[info.mid] = reply
                 done = False
         if done:
-            self._reply_part_done(reply)
+            self._acknowledged(info.mid, reply)
 
     def _reply_part_done(self, reply: _Reply | None) -> None:
         if reply is None:

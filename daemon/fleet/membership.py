@@ -160,6 +160,8 @@ class Membership:
                     self._peers[daemon_id] = parse_status(daemon_id, payload)
                 else:
                     self._peers.pop(daemon_id, None)
+            # Decide again now: two members that left at once see each other leave and come back.
+            self._wake.set()
         return True
 
     def answered(self, error_kind: str | None) -> None:
