@@ -1,4 +1,4 @@
-"""`skeletond`: serve, analyze, models, engines, calibrate, bench."""
+"""`skeletond`: serve, analyze, models, engines, calibrate, bench, fleet, kiosk-request."""
 
 from __future__ import annotations
 
@@ -123,6 +123,10 @@ def build_parser() -> argparse.ArgumentParser:
     from calibration.cli import add_calibrate_parser
 
     add_calibrate_parser(commands)
+
+    from daemon.fleet.cli import add_fleet_parsers
+
+    add_fleet_parsers(commands)
 
     bench = commands.add_parser("bench", help="per-stage and end-to-end timings on a front/side pair")
     bench.add_argument("--front", help="front photo (default: a test photo from ../shared/testdata)")

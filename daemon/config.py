@@ -119,6 +119,12 @@ class MqttConfig:
     key_file: Path | None = None
     session_expiry_s: int = 7 * 24 * 3600
     keepalive_s: int = 30
+    # Fleet (docs/fleet.md): read the request topics through the shared subscription `$share/<group>/...`,
+    # so that the broker hands each request to one daemon of the group; the session is then clean
+    # (session_expiry_s is not used). None: this daemon reads the request topics alone.
+    shared_group: str | None = None
+    # Seconds between updates of the retained status (sent at once, too, whenever the state changes).
+    status_interval_s: float = 10.0
     # /healthz says `degraded` (HTTP 503) once the broker has been unreachable or refusing for this long.
     degraded_after_s: float = 60.0
 
@@ -304,6 +310,12 @@ def validate(config: Config) -> None:
         _validate_mqtt_url(config.mqtt.url)
     if config.mqtt.degraded_after_s <= 0:
         raise ConfigError("mqtt.degraded_after_s: more than 0")
+    if config.mqtt.shared_group is not None and (
+        not config.mqtt.shared_group or any(ch in config.mqtt.shared_group for ch in "/+#")
+    ):
+        raise ConfigError(f"mqtt.shared_group: one topic level without '/', '+', '#', got {config.mqtt.shared_group!r}")
+    if config.mqtt.status_interval_s <= 0:
+        raise ConfigError("mqtt.status_interval_s: more than 0")
     if (config.mqtt.cert_file is None) != (config.mqtt.key_file is None):
         raise ConfigError("mqtt.cert_file and mqtt.key_file go together")
     if config.mqtt.password is not None and config.mqtt.username is None:

@@ -6,7 +6,7 @@ Topics under `topic_prefix` (default skeleton/v2), one tree per kiosk (daemon/to
                             reply/<kiosk>/ get it there too, with their CorrelationData
   error/<kiosk>             errors for requests without a usable uuid (not JSON, no uuid, bad uuid)
   request, result/<uuid>, error, reply/...   the same without <kiosk>: the plain single-kiosk tree
-  status/<daemon id>        retained `online`; last will `offline`
+  status/<daemon id>        retained JSON status (daemon/fleet/status.py); last will: the same, `offline`
 
 Refused before analysis, each with an error on the requesting kiosk's tree: a payload over the HTTP body
 limit, a retained request (the daemon subscribes with retain handling 2 and retain-as-published, so a
@@ -18,6 +18,12 @@ the broker acknowledged its result, so a daemon killed mid-request gets the requ
 from the result store if the answer had been stored). Flow control: the CONNECT's Receive Maximum bounds
 the unacknowledged requests the broker sends; when the worker queue is full the intake thread waits for
 room and takes no further messages, which stay with the broker.
+
+Fleet (`mqtt.shared_group`, docs/fleet.md): the request topics are read through `$share/<group>/...`,
+so the broker hands each request to one daemon of the group; the session is clean (expiry 0) so that a
+dead daemon's turn is not kept; daemon/fleet/membership.py unsubscribes a daemon that is shutting down,
+busy or unhealthy; at shutdown, requests it has not started are handed back (republished unchanged to
+the topic they came on, then acknowledged) so that the others answer them.
 """
 
 from __future__ import annotations
@@ -38,9 +44,10 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from daemon import metrics
-from daemon.answer import answer_json
+from daemon.answer import SOFTWARE_VERSION, answer_json
 from daemon.config import ConfigError, MqttConfig, redact_url
 from daemon.errors import AnalysisError
+from daemon.fleet.membership import Membership
 from daemon.members import ERASE_COMMAND, erase_answer
 from daemon.request import parse_request, uuid_problem
 from daemon.service import Service
@@ -50,6 +57,8 @@ log = logging.getLogger(__name__)
 
 RECONNECT_MIN_S = 1
 RECONNECT_MAX_S = 30
+# PUBACK reason code: the broker took the message but no subscription matched it.
+NO_MATCHING_SUBSCRIBERS = 16
 # The largest Maximum Packet Size MQTT 5 can express (a Four Byte Integer).
 MAX_PACKET_SIZE = 2**32 - 1
 
@@ -79,6 +88,8 @@ class _Reply:
     request_mid: int
     request_qos: int
     remaining: int
+    # A hand-back (fleet): publish it again when the broker answered "No matching subscribers".
+    resend: Any = None
 
 
 def broker_address(url: str) -> tuple[str, int, bool, str | None, str | None]:
@@ -144,7 +155,22 @@ class MqttBridge:
                     f"mqtt.ca_file / cert_file / key_file: the TLS files cannot be loaded ({type(exc).__name__}: "
                     f"{getattr(exc, 'reason', None) or getattr(exc, 'strerror', None) or 'unreadable'})"
                 ) from None
-        client.will_set(self.status_topic, b"offline", qos=1, retain=True)
+        self.membership = Membership(
+            daemon_id=config.daemon_id,
+            group=config.shared_group,
+            request_filters=self.topics.request_filters(),
+            status_topic=self.status_topic,
+            status_interval_s=config.status_interval_s,
+            describe=lambda: {**service.describe(), "worker_alive": service.worker.alive()},
+            subscribe=self._subscribe,
+            unsubscribe=lambda topics: client.unsubscribe(topics),
+            publish_status=lambda body: self._publish(self.status_topic, body, None, None, retain=True),
+            version=SOFTWARE_VERSION,
+        )
+        self._last_message_at = time.monotonic()
+        self._nobody: set[int] = set()
+        self._resend_until = float("inf")
+        client.will_set(self.status_topic, self.membership.offline_payload(), qos=1, retain=True)
         client.reconnect_delay_set(RECONNECT_MIN_S, RECONNECT_MAX_S)
         client.on_connect = self._on_connect
         client.on_connect_fail = self._on_connect_fail
@@ -174,36 +200,69 @@ class MqttBridge:
         # the payload limit (it drops it instead). Between the limit and that, the kiosk is told
         # "request too large"; Mosquitto's message_size_limit refuses such payloads at the door.
         properties.MaximumPacketSize = min(MAX_PACKET_SIZE, 2 * self.max_payload_bytes + 65536)
+        if self.membership.shared:
+            # A member's persistent session keeps its turn while it is away (Mosquitto queues its share
+            # there until it returns): a clean session leaves the group the moment the daemon is gone.
+            properties.SessionExpiryInterval = 0
+            # The group's share fills at most half the queue: a full queue then means more than that share
+            # (local HTTP requests, a stall), and the daemon leaves the group (`busy`). A window as large as
+            # the queue would fill it in every burst, and busy members would herd new requests onto the
+            # last one online instead of the broker's even round robin. (Mosquitto 2.0.11 does not honour
+            # it: membership.py's `busy` rule does not rely on it; docs/fleet.md.)
+            properties.ReceiveMaximum = max(1, self.service.worker.queue_size // 2)
         self._set_state("connecting")
         self._intake_thread.start()
         self._client.connect_async(
-            self._host, self._port, keepalive=self.config.keepalive_s, clean_start=False, properties=properties
+            self._host, self._port, keepalive=self.config.keepalive_s, clean_start=self.membership.shared,
+            properties=properties,
         )
         self._client.loop_start()
-        if self.service.config.capture.enabled:
+        self.membership.start()
+        if self.service.config.capture.enabled and self.membership.shared:
+            # Every member would read every session's frames (a plain subscription) and answer the same
+            # uuid from other frames: in a group, live capture is over WebSocket only (docs/fleet.md).
+            log.warning("capture over MQTT is off in the shared group %s; WebSocket capture still works",
+                        self.config.shared_group)
+        elif self.service.config.capture.enabled:
             from daemon.capture.mqtt import CaptureMqtt  # live capture topics (docs/capture.md)
 
             self.capture = CaptureMqtt(self.service, self.service.config)
             self.capture.start()
 
     def stop_intake(self) -> None:
-        """Take no new requests; those not yet queued stay unacknowledged, so the broker keeps them."""
+        """Take no new requests; those not yet queued stay unacknowledged, so the broker keeps them.
+
+        In a shared group the daemon leaves the group and hands back what it has not started: its clean
+        session would drop unacknowledged requests (Mosquitto gives them to no other member).
+        """
         self._accepting = False
+        self.membership.leave()
         with self._intake_cond:
+            waiting = list(self._intake)
             self._intake.clear()
             self._intake_cond.notify_all()
         self._room.set()
+        if self.membership.shared:
+            for message in waiting:
+                self._hand_back(message)
 
     def stop(self, timeout: float) -> None:
         """Publish the answers still due (within `timeout`), then `offline`, then disconnect."""
         self.stop_intake()
         deadline = time.monotonic() + timeout
+        self._resend_until = deadline - 1.5
+        if self.membership.shared:
+            # Requests the broker had already queued for this daemon still arrive after it left the
+            # group: each is handed back as it comes; wait for a quiet moment.
+            quiet_s = min(1.0, max(0.1, (deadline - time.monotonic()) / 4))
+            while time.monotonic() - self._last_message_at < quiet_s and time.monotonic() < deadline - 1.0:
+                time.sleep(0.05)
         with self._pub_lock:
             while self._open_replies > 0 and time.monotonic() < deadline - 1.0:
                 self._pub_lock.wait(min(0.2, max(0.01, deadline - 1.0 - time.monotonic())))
             if self._open_replies:
                 log.warning("%d answers were not acknowledged by the broker before the deadline", self._open_replies)
-        info = self._client.publish(self.status_topic, b"offline", qos=1, retain=True)
+        info = self._client.publish(self.status_topic, self.membership.offline_payload(), qos=1, retain=True)
         try:
             info.wait_for_publish(max(0.1, min(2.0, deadline - time.monotonic())))
         except (RuntimeError, ValueError) as exc:
@@ -251,14 +310,21 @@ class MqttBridge:
         )
         self.connected.set()
         self._set_state("connected")
-        # Resubscribe on every connect: a broker that lost its state has lost the subscription too.
-        # Retain handling 2: the broker never replays retained requests; retain-as-published: a request
-        # published with the retain flag arrives with it, so that it can be refused.
-        options = SubscribeOptions(
-            qos=1, retainAsPublished=True, retainHandling=SubscribeOptions.RETAIN_DO_NOT_SEND
-        )
-        client.subscribe([(topic, options) for topic in filters])
-        self._publish(self.status_topic, b"online", None, None, retain=True)
+        # Resubscribe on every connect: a broker that lost its state has lost the subscription too (through
+        # the fleet membership: `$share/<group>/...` in a group, and not while the daemon must take no work).
+        self.membership.connected()
+
+    def _subscribe(self, topics: list[str], qos: int) -> None:
+        """QoS 1: request filters. Retain handling 2: the broker never replays retained requests;
+        retain-as-published: a request published with the retain flag arrives with it, so that it can be
+        refused. QoS 0: the peers' statuses (no ack, no slot of the Receive Maximum, not our own)."""
+        if qos == 0:
+            options = SubscribeOptions(qos=0, noLocal=True)
+        else:
+            options = SubscribeOptions(
+                qos=1, retainAsPublished=True, retainHandling=SubscribeOptions.RETAIN_DO_NOT_SEND
+            )
+        self._client.subscribe([(topic, options) for topic in topics])
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
         log.warning("MQTT broker %s:%d unreachable; retrying", self._host, self._port)
@@ -268,6 +334,7 @@ class MqttBridge:
         self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any
     ) -> None:
         self.connected.clear()
+        self.membership.disconnected()
         if self.service.transport_status.get("mqtt") == "connected":
             self._set_state("disconnected")
         if reason_code.is_failure or reason_code.value != 0:
@@ -282,7 +349,14 @@ class MqttBridge:
                 self._set_state(f"subscription refused: {code}")
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        if self.membership.peer_status(message.topic, message.payload):
+            if message.qos > 0:
+                client.ack(message.mid, message.qos)
+            return
+        self._last_message_at = time.monotonic()
         if not self._accepting:
+            if self.membership.shared:
+                self._hand_back(message)
             return  # unacknowledged: the broker delivers it again after the restart
         with self._intake_cond:
             self._intake.append(message)
@@ -295,10 +369,25 @@ class MqttBridge:
             # A refused publish (e.g. the ACL) will not succeed on redelivery either: ack the request.
             log.error("the broker refused a publish (mid %d): %s", mid, reason_code)
         with self._pub_lock:
+            if getattr(reason_code, "value", 0) == NO_MATCHING_SUBSCRIBERS:
+                self._nobody.add(mid)
             if mid not in self._pending:
                 self._early.add(mid)
                 return
             reply = self._pending.pop(mid)
+        self._acknowledged(mid, reply)
+
+    def _acknowledged(self, mid: int, reply: _Reply | None) -> None:
+        """The broker acknowledged publish `mid`. A hand-back that reached nobody (every member had just
+        left the group, e.g. all busy at once) is published again shortly, until the stop deadline."""
+        with self._pub_lock:
+            nobody = mid in self._nobody
+            self._nobody.discard(mid)
+        if nobody and reply is not None and reply.resend is not None and time.monotonic() < self._resend_until:
+            timer = threading.Timer(0.2, reply.resend)
+            timer.daemon = True
+            timer.start()
+            return
         self._reply_part_done(reply)
 
     # -- intake -----------------------------------------------------------------------------------
@@ -311,6 +400,9 @@ class MqttBridge:
                 if not self._accepting:
                     return
                 message = self._intake.popleft()
+            if self.membership.shared and not self._wait_for_room():
+                self._hand_back(message)  # stopping: another member answers it
+                continue
             try:
                 delivery = self._delivery(message)
             except Exception:  # an unreadable topic: nothing to answer, but the slot is freed
@@ -324,6 +416,15 @@ class MqttBridge:
                 log.exception("handling MQTT request %s failed", delivery.uuid or "without a usable uuid")
                 self._answer_unexpected(delivery)
             del message
+
+    def _wait_for_room(self) -> bool:
+        """In a group: wait for a queue slot before parsing (parsing drops the raw payload, and only a raw
+        request can be handed back). False when the daemon stops meanwhile."""
+        while self._accepting and not self.service.has_room():
+            self._room.clear()
+            if not self.service.has_room():
+                self._room.wait(1.0)
+        return self._accepting
 
     def _delivery(self, message: mqtt.MQTTMessage) -> _Delivery:
         properties = getattr(message, "properties", None)
@@ -426,6 +527,7 @@ class MqttBridge:
             error = future.exception()
             if error is None:
                 self._reply(delivery, answer_json(future.result()))
+                self.membership.answered(None)
             elif isinstance(error, AnalysisError) and error.kind == "overload":
                 # Abandoned at shutdown: left unacknowledged, the broker redelivers it after the restart.
                 log.info("request %s left with the broker for after the restart", delivery.uuid)
@@ -452,6 +554,27 @@ class MqttBridge:
         metrics.count_error(error.kind)
         log.info("MQTT request %s: %s (%s)", delivery.uuid or "without a usable uuid", error.kind, error.detail)
         self._reply(delivery, answer_json(error.to_answer(delivery.uuid)))
+        self.membership.answered(error.kind)
+
+    def _hand_back(self, message: mqtt.MQTTMessage) -> None:
+        """Republish a request this daemon will not answer, unchanged, to the topic it came on (the group,
+        which this daemon has left, gives it to another member); acknowledged once the broker has it.
+        Only a request not yet parsed can be handed back (parsing drops the raw payload); one abandoned
+        in the worker queue at the stop deadline is left to the kiosk's retry."""
+        received = getattr(message, "properties", None)
+        properties = Properties(PacketTypes.PUBLISH)
+        for name in ("PayloadFormatIndicator", "MessageExpiryInterval", "ContentType", "ResponseTopic",
+                     "CorrelationData", "UserProperty"):
+            value = getattr(received, name, None)
+            if value is not None:
+                setattr(properties, name, value)
+        reply = _Reply(message.mid, message.qos, 1)
+        topic, payload = message.topic, message.payload
+        reply.resend = lambda: self._publish(topic, payload, properties, reply)
+        with self._pub_lock:
+            self._open_replies += 1
+        log.info("handing a request back to the group (%d bytes)", len(payload))
+        self._publish(topic, payload, properties, reply)
 
     def _ack(self, delivery: _Delivery) -> None:
         if delivery.qos > 0:
@@ -504,7 +627,7 @@ class MqttBridge:
                 self._pending[info.mid] = reply
                 done = False
         if done:
-            self._reply_part_done(reply)
+            self._acknowledged(info.mid, reply)
 
     def _reply_part_done(self, reply: _Reply | None) -> None:
         if reply is None:

@@ -117,6 +117,10 @@ class Worker:
     def accepting(self) -> bool:
         return self._accepting
 
+    def alive(self) -> bool:
+        """The worker thread runs (False before start, and once it stopped or died)."""
+        return self._thread is not None and self._thread.is_alive()
+
     def depth(self) -> int:
         return self._queue.qsize()
 

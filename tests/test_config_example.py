@@ -65,7 +65,7 @@ def test_the_documented_defaults_are_the_defaults(monkeypatch):
     monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
     # Keys whose example value is an illustration, not the default (none, or derived from the hostname).
     illustrations = {"url", "client_id", "daemon_id", "username", "password", "ca_file", "cert_file",
-                     "key_file", "token", "default_kiosk", "key_dir", "public_url"}
+                     "key_file", "token", "default_kiosk", "shared_group", "key_dir", "public_url"}
     lines = []
     for line in EXAMPLE.read_text().splitlines():
         setting = re.match(r"^#\s?(([a-z_]+)\s*=.*)$", line)

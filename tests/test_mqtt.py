@@ -192,6 +192,12 @@ class Kiosk:
     def status(self, daemon_id: str) -> list[bytes]:
         return [m.payload for m in self.on(f"{self.prefix}/status/{daemon_id}")]
 
+    def states(self, daemon_id: str) -> list[bytes]:
+        """The states (b"online", b"offline", ...) of the daemon's retained JSON status messages."""
+        from daemon.fleet.status import parse_status
+
+        return [parse_status(daemon_id, payload).state.encode() for payload in self.status(daemon_id)]
+
 
 # -- the daemon as a process ----------------------------------------------------------------------
 
@@ -284,7 +290,7 @@ def assert_answer(answer: dict, uuid: str) -> None:
 
 def test_result_topic_and_mqtt5_response_topic(tmp_path, prefix):
     with daemon_and_kiosk(tmp_path, *SHARED_BROKER, prefix) as (daemon, kiosk):
-        wait_until(lambda: b"online" in kiosk.status(daemon.daemon_id), 10, "the retained online status")
+        wait_until(lambda: b"online" in kiosk.states(daemon.daemon_id), 10, "the retained online status")
         kiosk.publish(request_payload("plain-1"))
         reply_topic = f"{prefix}/reply/kiosk-7"  # a plain request's ResponseTopic lies under reply/
         kiosk.client.subscribe(reply_topic, qos=1)
@@ -404,7 +410,7 @@ def test_broker_restart_mid_burst(tmp_path, prefix, own_broker):
 def test_sigterm_during_burst_finishes_in_flight_and_publishes_offline(tmp_path, prefix):
     stop_timeout = 20
     with daemon_and_kiosk(tmp_path, *SHARED_BROKER, prefix, stop_timeout_s=stop_timeout) as (daemon, kiosk):
-        wait_until(lambda: b"online" in kiosk.status(daemon.daemon_id), 10, "the online status")
+        wait_until(lambda: b"online" in kiosk.states(daemon.daemon_id), 10, "the online status")
         uuids = [f"term-{index:02d}" for index in range(30)]
         for uuid in uuids:
             kiosk.publish(request_payload(uuid))
@@ -414,7 +420,7 @@ def test_sigterm_during_burst_finishes_in_flight_and_publishes_offline(tmp_path,
         daemon.signal(signal.SIGTERM)
         assert daemon.wait(stop_timeout + 5) == 0, daemon.log()
         assert time.monotonic() - started < stop_timeout
-        wait_until(lambda: kiosk.status(daemon.daemon_id)[-1:] == [b"offline"], 10, "the offline status")
+        wait_until(lambda: kiosk.states(daemon.daemon_id)[-1:] == [b"offline"], 10, "the offline status")
         assert "stopping: intake closed" in daemon.log()
         answered_at_stop = set(kiosk.results())
         assert answered_at_stop < set(uuids), "the burst finished before SIGTERM; nothing was tested"
@@ -464,7 +470,7 @@ def test_credentials_and_the_example_acl(tmp_path):
         assert_answer(orjson.loads(kiosk.on(result_topic)[0].payload), "acl-1")
         assert not [m for m in kiosk.messages if "/request" in m.topic], \
             "a kiosk must not read requests (photos, e-mail addresses)"
-        wait_until(lambda: b"online" in kiosk.status(daemon.daemon_id), 10, "the daemon's status")
+        wait_until(lambda: b"online" in kiosk.states(daemon.daemon_id), 10, "the daemon's status")
     finally:
         daemon.close()
         kiosk.close()
