@@ -14,6 +14,7 @@ import asyncio
 import hmac
 import ipaddress
 import logging
+from collections.abc import Callable
 
 import orjson
 from starlette.applications import Starlette
@@ -31,7 +32,6 @@ from daemon.contract.openapi import build_openapi
 from daemon.errors import AnalysisError
 from daemon.request import parse_owned_body, uuid_problem
 from daemon.service import Service, release_free_memory
-from daemon.web.routes import web_routes
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +67,32 @@ def _refusal(
     """A refusal of the HTTP layer itself (no token, no result) in the seed's error shape."""
     kind = kind or text.replace(" ", "_")
     return _json({"data": {"state": -1, "errors": text, "detail": detail, "kind": kind}}, status, headers)
+
+
+def not_stored(uuid: str) -> Response:
+    return _refusal(404, "not found", f"no stored result for uuid {uuid} (never answered, or expired)")
+
+
+# Member ids are e-mail addresses; anything longer is not one.
+MAX_MEMBER_ID_LENGTH = 320
+
+
+def member_problem(member_id: str) -> str | None:
+    if not member_id.strip():
+        return "the member id is empty"
+    if len(member_id) > MAX_MEMBER_ID_LENGTH:
+        return f"the member id is longer than {MAX_MEMBER_ID_LENGTH} characters"
+    return None
+
+
+# Path parameters of the results routes: how to tell a bad one, and the `errors` text of its 400.
+_PATH_CHECKS: dict[str, tuple[Callable[[str], str | None], str]] = {
+    "uuid": (uuid_problem, "invalid field: uuid"),
+    "member_id": (member_problem, "invalid member id"),
+}
+
+# results_access(request, key="uuid", check_access=True): see create_app.
+ResultsAccess = Callable[..., tuple[str, Response | None]]
 
 
 async def _http_exception(request: Request, exc: Exception) -> Response:
@@ -238,17 +264,28 @@ def create_app(service: Service, config: Config) -> Starlette:
                 return unauthorized()
         return None
 
+    def results_access(
+        request: Request, key: str = "uuid", check_access: bool = True
+    ) -> tuple[str, Response | None]:
+        """The path parameter `key` ("uuid" or "member_id") of a results route, and the refusal to send
+        instead when there is one: the caller may not read results (`results_refusal`; skipped when
+        check_access is False), or the value is not valid (400). /results and every web route check here."""
+        value = request.path_params[key]
+        refusal = results_refusal(request) if check_access else None
+        if refusal is None:
+            problem_of, text = _PATH_CHECKS[key]
+            problem = problem_of(value)
+            if problem:
+                refusal = _error_response(AnalysisError("validation", problem, text=text))
+        return value, refusal
+
     async def result(request: Request) -> Response:
-        refusal = results_refusal(request)
+        uuid, refusal = results_access(request)
         if refusal is not None:
             return refusal
-        uuid = request.path_params["uuid"]
-        problem = uuid_problem(uuid)
-        if problem:
-            return _error_response(AnalysisError("validation", problem, text="invalid field: uuid"), None)
         stored = await run_in_threadpool(service.get_result_json, uuid)
         if stored is None:
-            return _refusal(404, "not found", f"no stored result for uuid {uuid} (never answered, or expired)")
+            return not_stored(uuid)
         return Response(stored, media_type=JSON)
 
     async def healthz(request: Request) -> Response:
@@ -272,6 +309,7 @@ def create_app(service: Service, config: Config) -> Starlette:
         return Response(openapi_json, media_type=JSON)
 
     from daemon.capture.websocket import capture_route
+    from daemon.web.routes import web_routes  # imports this module's error shapes
 
     routes = [
         capture_route(service, config),  # WebSocket /capture: live capture (docs/capture.md)
@@ -280,6 +318,6 @@ def create_app(service: Service, config: Config) -> Starlette:
         Route("/results/{uuid:anytext}", result, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
-        *web_routes(service, config, results_refusal),
+        *web_routes(service, config, results_access),
     ]
     return Starlette(routes=routes, exception_handlers={Exception: _unexpected, HTTPException: _http_exception})

@@ -350,16 +350,22 @@ def held(tmp_path):
     service.stop(10)
 
 
+def fill_queue(pool: ThreadPoolExecutor, client: httpx.Client, analyzer, prefix: str):
+    """Two requests sent through `pool`: the first held in the worker, the second waiting in the queue."""
+    first = pool.submit(client.post, "/analyze/skeleton-v2", json=request_json(f"{prefix}-1"))
+    assert analyzer.started.acquire(timeout=20), "the first request never reached the worker"
+    second = pool.submit(client.post, "/analyze/skeleton-v2", json=request_json(f"{prefix}-2"))
+    deadline = time.monotonic() + 10
+    while client.get("/healthz").json()["queue_depth"] < 1:
+        assert time.monotonic() < deadline, "the second request was never queued"
+        time.sleep(0.02)
+    return first, second
+
+
 def test_full_queue_answers_503_with_retry_after(held):
     client, analyzer, release = held
     with ThreadPoolExecutor(2) as pool:
-        first = pool.submit(client.post, "/analyze/skeleton-v2", json=request_json("held-1"))
-        assert analyzer.started.acquire(timeout=20), "the first request never reached the worker"
-        second = pool.submit(client.post, "/analyze/skeleton-v2", json=request_json("held-2"))
-        deadline = time.monotonic() + 10
-        while client.get("/healthz").json()["queue_depth"] < 1:
-            assert time.monotonic() < deadline, "the second request was never queued"
-            time.sleep(0.02)
+        first, second = fill_queue(pool, client, analyzer, "held")
         refused = client.post("/analyze/skeleton-v2", json=request_json("held-3"))
         assert_seed_error(refused, 503, "errors", "server busy")
         assert int(refused.headers["retry-after"]) > 0
@@ -416,13 +422,7 @@ def test_full_queue_refuses_a_large_upload_before_reading_its_body(held):
     client, analyzer, release = held
     url = str(client.base_url).rstrip("/")
     with ThreadPoolExecutor(2) as pool:
-        first = pool.submit(client.post, "/analyze/skeleton-v2", json=request_json("big-held-1"))
-        assert analyzer.started.acquire(timeout=20), "the first request never reached the worker"
-        second = pool.submit(client.post, "/analyze/skeleton-v2", json=request_json("big-held-2"))
-        deadline = time.monotonic() + 10
-        while client.get("/healthz").json()["queue_depth"] < 1:
-            assert time.monotonic() < deadline, "the second request was never queued"
-            time.sleep(0.02)
+        first, second = fill_queue(pool, client, analyzer, "big-held")
         # 50 MB declared, 1 kB sent: the answer must come without the server waiting for the rest.
         sock = open_upload(url, 50_000_000, b'{"id": "x", "uuid": "big-3", "forigimg": "' + b"A" * 1000)
         with sock:
