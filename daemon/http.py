@@ -30,6 +30,7 @@ from daemon.answer import SOFTWARE_VERSION, answer_json
 from daemon.config import Config
 from daemon.contract.openapi import build_openapi
 from daemon.errors import AnalysisError
+from daemon.members import member_problem
 from daemon.request import parse_owned_body, uuid_problem
 from daemon.service import Service, release_free_memory
 
@@ -71,18 +72,6 @@ def _refusal(
 
 def not_stored(uuid: str) -> Response:
     return _refusal(404, "not found", f"no stored result for uuid {uuid} (never answered, or expired)")
-
-
-# Member ids are e-mail addresses; anything longer is not one.
-MAX_MEMBER_ID_LENGTH = 320
-
-
-def member_problem(member_id: str) -> str | None:
-    if not member_id.strip():
-        return "the member id is empty"
-    if len(member_id) > MAX_MEMBER_ID_LENGTH:
-        return f"the member id is longer than {MAX_MEMBER_ID_LENGTH} characters"
-    return None
 
 
 # Path parameters of the results routes: how to tell a bad one, and the `errors` text of its 400.

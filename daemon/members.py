@@ -103,6 +103,17 @@ class MemberKeys:
 
 
 ERASE_COMMAND = "erase"
+# Member ids are e-mail addresses; anything longer is not one.
+MAX_MEMBER_ID_LENGTH = 320
+
+
+def member_problem(member_id: object) -> str | None:
+    """Why `member_id` cannot name a member (None when it can): one rule for HTTP and MQTT."""
+    if not isinstance(member_id, str) or not member_id.strip():
+        return "the member id is empty"
+    if len(member_id) > MAX_MEMBER_ID_LENGTH:
+        return f"the member id is longer than {MAX_MEMBER_ID_LENGTH} characters"
+    return None
 
 
 def erase_answer(payload: dict, erase: Callable[[str], int]) -> dict:
@@ -112,10 +123,10 @@ def erase_answer(payload: dict, erase: Callable[[str], int]) -> dict:
     `{"uuid", "state": 0, "command": "erase", "erased": N}`, or the seed's error shape."""
     uuid = payload.get("uuid")
     member_id = payload.get("id")
-    if not isinstance(member_id, str) or not member_id.strip() or len(member_id) > 320:
-        return AnalysisError(
-            "validation", "erase needs the member id: a non-empty string of at most 320 characters",
-            text="invalid field: id",
-        ).to_answer(uuid if isinstance(uuid, str) else None)
+    problem = member_problem(member_id)
+    if problem:
+        return AnalysisError("validation", f"erase needs the member id: {problem}", text="invalid field: id").to_answer(
+            uuid if isinstance(uuid, str) else None
+        )
     erased = erase(member_id)
     return {"uuid": uuid, "state": 0, "command": ERASE_COMMAND, "data": {"state": 0}, "erased": erased}
