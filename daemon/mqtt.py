@@ -104,6 +104,33 @@ def broker_address(url: str) -> tuple[str, int, bool, str | None, str | None]:
     return parts.hostname, port, tls, username, password
 
 
+def make_client(config: MqttConfig, client_id: str, *, manual_ack: bool = False) -> mqtt.Client:
+    """A paho MQTT 5 client for the daemon's broker: `config`'s credentials (else the URL's), its TLS
+    files (TLS also for mqtts://) and the reconnect backoff; the request bridge and the capture topics'
+    connection both use it."""
+    _, _, tls, url_user, url_password = broker_address(config.url or "")
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5, manual_ack=manual_ack)
+    client.enable_logger(logging.getLogger("paho.mqtt"))
+    username = config.username or url_user
+    password = config.password if config.username else url_password
+    if username:
+        client.username_pw_set(username, password)
+    if tls or config.ca_file or config.cert_file:
+        try:
+            client.tls_set(
+                ca_certs=str(config.ca_file) if config.ca_file else None,
+                certfile=str(config.cert_file) if config.cert_file else None,
+                keyfile=str(config.key_file) if config.key_file else None,
+            )
+        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError; its text names no key material
+            raise ConfigError(
+                f"mqtt.ca_file / cert_file / key_file: the TLS files cannot be loaded ({type(exc).__name__}: "
+                f"{getattr(exc, 'reason', None) or getattr(exc, 'strerror', None) or 'unreadable'})"
+            ) from None
+    client.reconnect_delay_set(RECONNECT_MIN_S, RECONNECT_MAX_S)
+    return client
+
+
 class MqttBridge:
     """Feeds MQTT requests to the Service and publishes each answer; one per daemon process."""
 
@@ -116,7 +143,7 @@ class MqttBridge:
         self.status_topic = self.topics.status(config.daemon_id)
         # MQTT payloads get the same limit as HTTP bodies, checked before parsing.
         self.max_payload_bytes = service.config.http.max_body_bytes
-        self._host, self._port, tls, url_user, url_password = broker_address(config.url)
+        self._host, self._port = broker_address(config.url)[:2]
 
         self._accepting = True
         self._intake: deque[mqtt.MQTTMessage] = deque()
@@ -132,29 +159,7 @@ class MqttBridge:
         self._early: set[int] = set()
         self._open_replies = 0
 
-        client = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=config.client_id,
-            protocol=mqtt.MQTTv5,
-            manual_ack=True,
-        )
-        client.enable_logger(logging.getLogger("paho.mqtt"))
-        username = config.username or url_user
-        password = config.password if config.username else url_password
-        if username:
-            client.username_pw_set(username, password)
-        if tls or config.ca_file or config.cert_file:
-            try:
-                client.tls_set(
-                    ca_certs=str(config.ca_file) if config.ca_file else None,
-                    certfile=str(config.cert_file) if config.cert_file else None,
-                    keyfile=str(config.key_file) if config.key_file else None,
-                )
-            except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError; its text names no key material
-                raise ConfigError(
-                    f"mqtt.ca_file / cert_file / key_file: the TLS files cannot be loaded ({type(exc).__name__}: "
-                    f"{getattr(exc, 'reason', None) or getattr(exc, 'strerror', None) or 'unreadable'})"
-                ) from None
+        client = make_client(config, config.client_id, manual_ack=True)
         self.membership = Membership(
             daemon_id=config.daemon_id,
             group=config.shared_group,
@@ -171,7 +176,6 @@ class MqttBridge:
         self._nobody: set[int] = set()
         self._resend_until = float("inf")
         client.will_set(self.status_topic, self.membership.offline_payload(), qos=1, retain=True)
-        client.reconnect_delay_set(RECONNECT_MIN_S, RECONNECT_MAX_S)
         client.on_connect = self._on_connect
         client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect

@@ -24,7 +24,6 @@ from typing import Any
 
 import orjson
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from daemon.answer import answer_json
@@ -63,7 +62,7 @@ class CaptureMqtt:
     """Feeds MQTT capture topics to the CaptureManager and publishes the sessions' events."""
 
     def __init__(self, service: Any, config: Config):
-        from daemon.mqtt import broker_address  # the request bridge's URL rules
+        from daemon.mqtt import broker_address, make_client  # the request bridge's URL rules and client
 
         self.service = service
         self.manager = service.capture
@@ -71,7 +70,7 @@ class CaptureMqtt:
         mqtt_config = config.mqtt
         self.topics = Topics.under(mqtt_config.topic_prefix)
         self.prefix = self.topics.prefix
-        self._host, self._port, tls, url_user, url_password = broker_address(mqtt_config.url or "")
+        self._host, self._port = broker_address(mqtt_config.url or "")[:2]
         self._lock = threading.Lock()
         self._sessions: dict[tuple[str | None, str], CaptureSession] = {}
         self._last_seen: dict[tuple[str | None, str], float] = {}
@@ -80,21 +79,8 @@ class CaptureMqtt:
         self.connected = threading.Event()
         self.manager.result_listeners.append(self._publish_result)
 
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"{mqtt_config.client_id}-capture",
-                             protocol=mqtt.MQTTv5)
-        client.enable_logger(logging.getLogger("paho.mqtt"))
-        # The same credentials and TLS as the request connection (daemon/mqtt.py).
-        username = mqtt_config.username or url_user
-        password = mqtt_config.password if mqtt_config.username else url_password
-        if username:
-            client.username_pw_set(username, password)
-        if tls or mqtt_config.ca_file or mqtt_config.cert_file:
-            client.tls_set(
-                ca_certs=str(mqtt_config.ca_file) if mqtt_config.ca_file else None,
-                certfile=str(mqtt_config.cert_file) if mqtt_config.cert_file else None,
-                keyfile=str(mqtt_config.key_file) if mqtt_config.key_file else None,
-            )
-        client.reconnect_delay_set(1, 30)
+        # The same broker, credentials and TLS as the request connection (daemon/mqtt.py).
+        client = make_client(mqtt_config, f"{mqtt_config.client_id}-capture")
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
