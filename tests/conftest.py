@@ -51,6 +51,14 @@ def _backend(config, landmark: str, precision: str | None = None):
     return OnnxRuntimeBackend({"detector": paths["detector"], "landmark": paths["landmark"]}, config.engine)
 
 
+@pytest.fixture(scope="module")
+def backend(config):
+    """ONNX Runtime with the default landmark model, one per test module (closed when the module is done)."""
+    instance = _backend(config, config.models.landmark)
+    yield instance
+    instance.close()
+
+
 @pytest.fixture(scope="session")
 def full_backend(config):
     """ONNX Runtime with the full landmark model: the one MediaPipe's reference outputs were made with."""

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
-import sys
 import threading
 import time
 import uuid as uuidlib
@@ -21,31 +19,12 @@ import httpx
 import orjson
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
+from proc_helpers import SERVE, free_port, wait_until
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PHOTOS = (REPO_ROOT / ".." / "shared" / "testdata" / "photos").resolve()
 # Four real front/side pairs (read at run time from ../shared/testdata, never copied).
 PAIRS = ("fitlens_p1", "fitlens_p2", "fitlens_p3", "fitlens_p4")
-
-_SKELETOND = Path(sys.executable).parent / "skeletond"
-SERVE = (
-    [str(_SKELETOND)] if _SKELETOND.exists()
-    else [sys.executable, "-c", "import sys; from daemon.cli import main; sys.exit(main(sys.argv[1:]))"]
-)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_until(condition, timeout: float, what: str, interval: float = 0.05) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(interval)
 
 
 def photo_pairs() -> list[tuple[bytes, bytes]]:

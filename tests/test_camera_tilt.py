@@ -16,7 +16,7 @@ import statistics
 import cv2
 import numpy as np
 import pytest
-from conftest import _backend, read_photo
+from conftest import read_photo
 from photo_poses import PAIRS, estimate, read
 
 from calibration.intrinsics import Intrinsics, default_intrinsics
@@ -70,13 +70,6 @@ def _differences(measured: dict, reference: dict) -> list[float]:
         for name in measured
         if measured[name].value is not None and reference[name].value is not None
     ]
-
-
-@pytest.fixture(scope="module")
-def backend(config):
-    instance = _backend(config, config.models.landmark)
-    yield instance
-    instance.close()
 
 
 @pytest.fixture(scope="module")

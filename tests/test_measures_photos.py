@@ -6,23 +6,12 @@ measures and flips side_part, within 1.5 degrees; halving changes no measure by 
 
 from __future__ import annotations
 
-import cv2
 import pytest
-from conftest import _backend
-from photo_poses import PAIRS, estimate, read
+from photo_poses import LEFT_RIGHT, LEG_SWAP, PAIRS, estimate, read, variants
 
 from daemon.measures import front_measures, side_measures, side_part
 
 TARGET_DEG = 1.5
-LEFT_RIGHT = {"far_head_bal", "far_pelvic_bal", "far_shoulder_bal", "far_knee_bal", "far_tilt"}
-LEG_SWAP = {"far_left_qang": "far_right_qang", "far_right_qang": "far_left_qang"}
-
-
-@pytest.fixture(scope="module")
-def backend(config):
-    instance = _backend(config, config.models.landmark)
-    yield instance
-    instance.close()
 
 
 @pytest.fixture(scope="module")
@@ -30,14 +19,9 @@ def pair_measures(backend):
     """pair -> {"orig"|"mirror"|"half": (front measures, side measures, side_part)}"""
     results = {}
     for pair in PAIRS:
-        front, side = read("front", f"{pair}_front.jpg"), read("side", f"{pair}_side.jpg")
-        variants = {
-            "orig": (front, side),
-            "mirror": (front[:, ::-1], side[:, ::-1]),
-            "half": tuple(cv2.resize(im, None, fx=0.5, fy=0.5, interpolation=cv2.INTER_AREA) for im in (front, side)),
-        }
         results[pair] = {}
-        for name, (f_img, s_img) in variants.items():
+        front, side = read("front", f"{pair}_front.jpg"), read("side", f"{pair}_side.jpg")
+        for name, (f_img, s_img) in variants(front, side).items():
             f_view, s_view = estimate(backend, f_img).main, estimate(backend, s_img).main
             results[pair][name] = (front_measures(f_view), side_measures(s_view), side_part(s_view))
     return results

@@ -16,7 +16,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 import uuid as uuidlib
@@ -30,31 +29,11 @@ from conftest import REPO_ROOT, testdata_path
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from proc_helpers import SERVE, free_port, wait_until
 
 pytestmark = pytest.mark.broker
 
 SHARED_BROKER = ("127.0.0.1", 1883)
-PYTHON = sys.executable
-# `skeletond serve`; where the console script is not installed (a bare checkout), the same entry point.
-_SKELETOND = Path(PYTHON).parent / "skeletond"
-SERVE = (
-    [str(_SKELETOND)] if _SKELETOND.exists()
-    else [PYTHON, "-c", "import sys; from daemon.cli import main; sys.exit(main(sys.argv[1:]))"]
-)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_until(condition, timeout: float, what: str, interval: float = 0.05) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(interval)
 
 
 def b64(data: bytes) -> str:

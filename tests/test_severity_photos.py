@@ -7,11 +7,10 @@ from __future__ import annotations
 import base64
 import json
 
-import cv2
 import jsonschema
 import pytest
-from conftest import _backend, read_photo, testdata_path
-from photo_poses import PAIRS, estimate, read
+from conftest import read_photo, testdata_path
+from photo_poses import LEFT_RIGHT, LEG_SWAP, PAIRS, estimate, read, variants
 
 from daemon import grades, severity
 from daemon.measures import front_measures, side_measures
@@ -23,15 +22,6 @@ FILES = {pair: (("front", f"{pair}_front.jpg"), ("side", f"{pair}_side.jpg")) fo
 FILES[DRAWN] = (("synthetic", "pranjal_front.png"), ("synthetic", "pranjal_left.png"))
 # The same person photographed again (photos/MANIFEST.md).
 RESHOT = (("fitlens_p5", "fitlens_p5b"), ("fiton_p1a", "fiton_p1b"))
-LEFT_RIGHT = {"far_head_bal", "far_pelvic_bal", "far_shoulder_bal", "far_knee_bal", "far_tilt"}
-LEG_SWAP = {"far_left_qang": "far_right_qang", "far_right_qang": "far_left_qang"}
-
-
-@pytest.fixture(scope="module")
-def backend(config):
-    instance = _backend(config, config.models.landmark)
-    yield instance
-    instance.close()
 
 
 @pytest.fixture(scope="module")
@@ -39,15 +29,9 @@ def views(backend):
     """set -> variant ("orig" | "mirror" | "half") -> (front measures, side measures)"""
     out = {}
     for name, (front_file, side_file) in FILES.items():
-        front, side = read(*front_file), read(*side_file)
-        variants = {
-            "orig": (front, side),
-            "mirror": (front[:, ::-1], side[:, ::-1]),
-            "half": tuple(cv2.resize(im, None, fx=0.5, fy=0.5, interpolation=cv2.INTER_AREA) for im in (front, side)),
-        }
         out[name] = {
             variant: (front_measures(estimate(backend, f).main), side_measures(estimate(backend, s).main))
-            for variant, (f, s) in variants.items()
+            for variant, (f, s) in variants(read(*front_file), read(*side_file)).items()
         }
     return out
 
