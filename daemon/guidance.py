@@ -80,12 +80,24 @@ def shoulder_torso_ratio(person: ViewPose) -> float:
     return float(width / torso) if torso > 0 else 0.0
 
 
+def not_facing_camera(person: ViewPose) -> bool:
+    """Turned away from square-on: too narrow across the shoulders, or the body's yaw too large."""
+    yaw = body_yaw_deg(person)
+    return shoulder_torso_ratio(person) < FRONT_MIN_SHOULDER_TORSO_RATIO or (yaw is not None and yaw > FRONT_MAX_YAW_DEG)
+
+
+def not_side_on(person: ViewPose) -> bool:
+    """Turned away from profile: too wide across the shoulders, or the body's yaw too small."""
+    yaw = body_yaw_deg(person)
+    return shoulder_torso_ratio(person) > SIDE_MAX_SHOULDER_TORSO_RATIO or (yaw is not None and yaw < SIDE_MIN_YAW_DEG)
+
+
 def person_height_fraction(person: ViewPose) -> float:
     pts = person.keypoints_px
     return float((pts[:, 1].max() - pts[:, 1].min()) / person.image_size[1])
 
 
-def _head_cut(person: ViewPose) -> bool:
+def head_cut_off(person: ViewPose) -> bool:
     idx = [BP[n] for n in HEAD_POINTS]
     if person.presence[idx].min() < MIN_PRESENCE:
         return True
@@ -95,7 +107,7 @@ def _head_cut(person: ViewPose) -> bool:
     return bool(head_top < 0 or person.keypoints_px[idx, 1].min() < 0)
 
 
-def _feet_cut(person: ViewPose) -> bool:
+def feet_cut_off(person: ViewPose) -> bool:
     idx = [BP[n] for n in FOOT_POINTS]
     if person.presence[idx].min() < MIN_PRESENCE:
         return True
@@ -111,6 +123,15 @@ def _box_in_small(person: ViewPose, shape: tuple[int, int], scale: float) -> tup
     if x1 - x0 < 4 or y1 - y0 < 4:
         return None
     return x0, y0, x1, y1
+
+
+def person_gray(person: ViewPose, image_bgr_small: np.ndarray, scale: float) -> np.ndarray | None:
+    """The person's box of the small image in grey (None when too small to judge light and focus)."""
+    box = _box_in_small(person, image_bgr_small.shape[:2], scale)
+    if box is None:
+        return None
+    x0, y0, x1, y1 = box
+    return cv2.cvtColor(image_bgr_small[y0:y1, x0:x1], cv2.COLOR_BGR2GRAY)
 
 
 def brightness(gray_box: np.ndarray) -> float:
@@ -139,8 +160,8 @@ def photo_guidance(view: str, photo: PhotoPoses, image_bgr_small: np.ndarray, sc
                   "The largest, most central person was analysed.",
         ))
 
-    head_cut = _head_cut(person)
-    feet_cut = _feet_cut(person)
+    head_cut = head_cut_off(person)
+    feet_cut = feet_cut_off(person)
     height_fraction = person_height_fraction(person)
     if (head_cut or feet_cut) and height_fraction >= TOO_CLOSE_HEIGHT_FRACTION:
         messages.append(_say(view, "The target is too close."))
@@ -151,22 +172,15 @@ def photo_guidance(view: str, photo: PhotoPoses, image_bgr_small: np.ndarray, sc
     if not (head_cut or feet_cut) and height_fraction < MIN_PERSON_HEIGHT_FRACTION:
         messages.append(_say(view, "The target is too far."))
 
-    ratio = shoulder_torso_ratio(person)
-    yaw = body_yaw_deg(person)
     if view == "Front":
         face_seen = person.visibility[[BP[n] for n in ("nose", "left_eye", "right_eye")]].max() >= MIN_VISIBILITY
-        turned = ratio < FRONT_MIN_SHOULDER_TORSO_RATIO or (yaw is not None and yaw > FRONT_MAX_YAW_DEG)
-        if turned or not face_seen:
+        if not_facing_camera(person) or not face_seen:
             messages.append(_say(view, "The target is not facing the camera."))
-    else:
-        turned = ratio > SIDE_MAX_SHOULDER_TORSO_RATIO or (yaw is not None and yaw < SIDE_MIN_YAW_DEG)
-        if turned:
-            messages.append(_say(view, "The target is not standing side-on to the camera."))
+    elif not_side_on(person):
+        messages.append(_say(view, "The target is not standing side-on to the camera."))
 
-    box = _box_in_small(person, image_bgr_small.shape[:2], scale)
-    if box is not None:
-        x0, y0, x1, y1 = box
-        gray = cv2.cvtColor(image_bgr_small[y0:y1, x0:x1], cv2.COLOR_BGR2GRAY)
+    gray = person_gray(person, image_bgr_small, scale)
+    if gray is not None:
         if brightness(gray) < DARK_MEAN_LUMA:
             messages.append(_say(view, "The image is too dark."))
         elif sharpness(gray) < BLUR_MIN_LAPLACIAN_VAR:
@@ -187,15 +201,7 @@ def pair_guidance(front: PhotoPoses, side: PhotoPoses) -> list[str]:
     if not front.people or not side.people:
         return []
     front_person, side_person = front.main, side.main
-    front_is_side = (
-        shoulder_torso_ratio(front_person) < FRONT_MIN_SHOULDER_TORSO_RATIO
-        or (body_yaw_deg(front_person) or 0.0) > FRONT_MAX_YAW_DEG
-    )
-    side_is_front = (
-        shoulder_torso_ratio(side_person) > SIDE_MAX_SHOULDER_TORSO_RATIO
-        or (body_yaw_deg(side_person) if body_yaw_deg(side_person) is not None else 90.0) < SIDE_MIN_YAW_DEG
-    )
-    if front_is_side and side_is_front and profile_score(front_person) > profile_score(side_person):
+    if not_facing_camera(front_person) and not_side_on(side_person) and profile_score(front_person) > profile_score(side_person):
         return ["The Front and Side images seem to be swapped."]
     return []
 
@@ -244,9 +250,3 @@ def facing_guidance(view: str, kind: str, verdict: Facing, arms: str | None = No
     elif arms == "hands_on_hips":
         messages.append(_say(view, "The target's hands are on the hips; let the arms hang at the sides."))
     return messages
-
-
-# Public names of the framing checks, for the live capture guide (daemon/capture/guide.py).
-head_cut_off = _head_cut
-feet_cut_off = _feet_cut
-box_in_small = _box_in_small

@@ -55,7 +55,6 @@ class _Photo:
     measures: dict | None = None
     intrinsics: Intrinsics | None = None
     tilt: CameraTilt | None = None
-    facing_verdict: facing.Facing | None = None
     result: ViewResult | None = None
     messages: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
@@ -221,8 +220,8 @@ class Analyzer:
                                            use_world=settings.flip_test)
             # A back view in the front slot (or a front or back view in the side slot) gives no measures
             # rather than ones read with left and right swapped.
-            photo.facing_verdict = facing.facing(photo.poses.main)
-            wrong_view = facing.wrong_view_reason(photo.kind, photo.facing_verdict)
+            verdict = facing.facing(photo.poses.main)
+            wrong_view = facing.wrong_view_reason(photo.kind, verdict)
             if wrong_view is not None:
                 photo.measures = facing.withhold(photo.measures, wrong_view)
         with _stage("render", timings):
@@ -241,9 +240,9 @@ class Analyzer:
             small_scale = small.shape[1] / photo.decoded.photo_size[0]
             photo.messages = guidance.photo_guidance(photo.name, photo.poses, small, small_scale)
             photo.messages += guidance.tilt_guidance(photo.name, photo.tilt)
-            facing_camera = photo.kind == "front" and photo.facing_verdict.direction == "toward"
+            facing_camera = photo.kind == "front" and verdict.direction == "toward"
             arms = facing.arms_posture(photo.poses.main) if facing_camera else None
-            photo.messages += guidance.facing_guidance(photo.name, photo.kind, photo.facing_verdict, arms)
+            photo.messages += guidance.facing_guidance(photo.name, photo.kind, verdict, arms)
             if kiosk is not None and kiosk.placement is not None:
                 photo.messages += distance_guidance(photo.name, photo.result.camera, kiosk.placement.standing_distance_mm)
 

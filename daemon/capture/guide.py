@@ -14,7 +14,6 @@ import numpy as np
 
 from daemon import guidance
 from daemon.facing import arms_posture, facing
-from daemon.measures import body_yaw_deg
 from daemon.views import BP, ViewPose
 
 VIEWS = ("front", "side")
@@ -121,20 +120,15 @@ def conditions(view: str, person: ViewPose | None, other_boxes: list[np.ndarray]
     elif offset > settings.max_offset_fraction:
         codes.append("move_right")
 
-    ratio = guidance.shoulder_torso_ratio(person)
-    yaw = body_yaw_deg(person)
     if view == "front":
         face = person.visibility[[BP[n] for n in ("nose", "left_eye", "right_eye")]].max()
-        turned = ratio < guidance.FRONT_MIN_SHOULDER_TORSO_RATIO or (yaw is not None and yaw > guidance.FRONT_MAX_YAW_DEG)
-        if turned:
+        if guidance.not_facing_camera(person):
             codes.append("face_camera")
         elif face < guidance.MIN_VISIBILITY or facing(person).direction == "away":
             # The model reports a face from behind too: the analysis's own facing verdict tells a back.
             codes.append("facing_away")
-    else:
-        turned = ratio > guidance.SIDE_MAX_SHOULDER_TORSO_RATIO or (yaw is not None and yaw < guidance.SIDE_MIN_YAW_DEG)
-        if turned:
-            codes.append("turn_side")
+    elif guidance.not_side_on(person):
+        codes.append("turn_side")
 
     if _arms_raised(person) or arms_posture(person) is not None:  # raised, crossed, hands on hips
         codes.append("arms_down")

@@ -17,8 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import cv2
-
+from calibration.kiosk import choose_intrinsics
 from daemon import guidance, lift, metrics, render
 from daemon.capture import texts
 from daemon.capture.guide import VIEWS, Candidate, FrameStats, GuideSettings, Hold, conditions
@@ -233,12 +232,9 @@ class CaptureSession:
         person = tracked.person
         if person is None:
             return FrameStats(None, None)
-        scale = pixels.shape[1] / person.image_size[0]
-        box = guidance.box_in_small(person, pixels.shape[:2], scale)
-        if box is None:
+        gray = guidance.person_gray(person, pixels, pixels.shape[1] / person.image_size[0])
+        if gray is None:
             return FrameStats(None, None)
-        x0, y0, x1, y1 = box
-        gray = cv2.cvtColor(pixels[y0:y1, x0:x1], cv2.COLOR_BGR2GRAY)
         return FrameStats(guidance.brightness(gray), guidance.sharpness(gray))
 
     def _distance(self, analyzer: Any, tracked: TrackedFrame) -> tuple[float | None, float | None]:
@@ -247,8 +243,6 @@ class CaptureSession:
         kiosk = analyzer.kiosks.get(kiosk_name) if kiosk_name else None
         if kiosk is None or kiosk.placement is None or tracked.person is None:
             return None, None
-        from calibration.kiosk import choose_intrinsics
-
         intrinsics = choose_intrinsics(tracked.person.image_size, kiosk,
                                        default_vfov_deg=self.config.calibration.default_vfov_deg)
         try:

@@ -58,14 +58,6 @@ def _box_rank(box: np.ndarray, width: int, height: int) -> float:
     return float(w * h * max(0.0, 1.0 - d))
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    x0, y0 = max(a[0], b[0]), max(a[1], b[1])
-    x1, y1 = min(a[2], b[2]), min(a[3], b[3])
-    inter = max(0.0, x1 - x0) * max(0.0, y1 - y0)
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return float(inter / union) if union > 0 else 0.0
-
-
 class OneEuroFilter:
     """One Euro filter over an array of positions; `scale` normalises the speed (the person's height)."""
 
@@ -159,7 +151,8 @@ class PoseTracker:
             # Whichever detection overlaps the tracked person is that person; the rest are other people.
             x, y, w, h = (value / scale[0] for value in person.box)
             tracked_box = np.array([x, y, x + w, y + h])
-            self._other_boxes = [box for box in self._detected_boxes if _iou(box, tracked_box) < SAME_PERSON_IOU]
+            overlaps = pose._iou(tracked_box, np.stack(self._detected_boxes)) if self._detected_boxes else []
+            self._other_boxes = [box for box, iou in zip(self._detected_boxes, overlaps) if iou < SAME_PERSON_IOU]
         others = [box * scale[0] for box in self._other_boxes]
         extent = float(np.ptp(person.keypoints_px[:, 1])) or 1.0
         smoothed = self._smoother(person.keypoints_px, timestamp, extent)
