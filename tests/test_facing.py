@@ -8,7 +8,7 @@ import dataclasses
 
 import numpy as np
 import pytest
-from conftest import _backend, read_photo
+from conftest import read_photo
 from photo_poses import PAIRS, estimate, read
 
 from daemon import facing
@@ -21,13 +21,6 @@ FRONT_VIEWS = [("front", f"{pair}_front.jpg") for pair in PAIRS] + [
     ("synthetic", "pranjal_front.png"),
 ]
 SIDE_VIEWS = [("side", f"{pair}_side.jpg") for pair in PAIRS] + [("side", "faraz_left_side.jpg")]
-
-
-@pytest.fixture(scope="module")
-def backend(config):
-    instance = _backend(config, config.models.landmark)
-    yield instance
-    instance.close()
 
 
 def _main(backend, folder: str, name: str, mirror: bool = False):

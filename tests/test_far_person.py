@@ -10,7 +10,6 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
-from conftest import _backend
 from photo_poses import estimate, read
 
 from daemon import pose
@@ -35,13 +34,6 @@ def far_off(image: np.ndarray, person_fraction: float, target_fraction: float, c
     top, left = (height - small.shape[0]) // 2, (out_w - small.shape[1]) // 2
     result[top:top + small.shape[0], left:left + small.shape[1]] = small
     return result, scale, np.array([left, top], np.float64)
-
-
-@pytest.fixture(scope="module")
-def backend(config):
-    instance = _backend(config, config.models.landmark)
-    yield instance
-    instance.close()
 
 
 def _person_fraction(view) -> float:
