@@ -1,5 +1,5 @@
 """Pose estimates of the shared test photos with the production settings (default landmark model, flip
-testing), cached per process so the measure and guidance tests share one pass per image."""
+testing), and the mirror/halving helpers the photo tests share."""
 
 from __future__ import annotations
 
