@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -13,14 +12,9 @@ from pathlib import Path
 
 import httpx
 from conftest import REPO_ROOT, testdata_path
+from proc_helpers import free_port
 
 SKELETOND = [sys.executable, "-m", "daemon.cli"]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _env(tmp_path: Path, name: str) -> dict[str, str]:
@@ -45,7 +39,7 @@ def test_analyze_prints_what_http_answers(tmp_path):
     from_cli = json.loads(cli.stdout)
     assert (tmp_path / "out" / "cli-vs-http_front.jpg").stat().st_size > 10_000
 
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen(
         [*SKELETOND, "serve", "--port", str(port)], cwd=REPO_ROOT, env=_env(tmp_path, "http"),
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,

@@ -23,6 +23,7 @@ import jsonschema
 import pytest
 from conftest import testdata_path
 from PIL import Image
+from proc_helpers import free_port
 
 from daemon.config import load_config
 from daemon.contract import load_schema
@@ -33,12 +34,6 @@ from daemon.service import Service, _make_uvicorn_server
 
 TOKEN = "test-token-123"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @contextlib.contextmanager
