@@ -187,8 +187,9 @@ class Membership:
 
     # -- the state machine ------------------------------------------------------------------------
 
-    def _status(self, state: str) -> DaemonStatus:
-        description = self._describe()
+    def _status(self, state: str, description: dict | None = None) -> DaemonStatus:
+        if description is None:
+            description = self._describe()
         return DaemonStatus(
             daemon_id=self.daemon_id,
             state=state,
@@ -208,6 +209,8 @@ class Membership:
 
     def _evaluate_locked(self, force_publish: bool) -> None:
         description = self._describe()
+        queue_depth = int(description.get("queue_depth") or 0)
+        queue_size = int(description.get("queue_size") or 1)
         now = time.monotonic()
         with self._lock:
             if self._failures >= UNHEALTHY_AFTER_FAILURES and now >= self._unhealthy_until:
@@ -219,8 +222,8 @@ class Membership:
                 failures=self._failures,
                 unhealthy_until=self._unhealthy_until,
                 now=now,
-                queue_depth=int(description.get("queue_depth") or 0),
-                queue_size=int(description.get("queue_size") or 1),
+                queue_depth=queue_depth,
+                queue_size=queue_size,
                 was_busy=self._state == "busy",
                 peers_with_room=peers,
                 shared=self.shared,
@@ -242,12 +245,12 @@ class Membership:
             self._subscribe(self.filters, 1)
         # Peers decide whether to leave from this daemon's room: say so soon when it fills up or empties
         # (at most twice a second, so that a queue hovering at full does not flood the broker).
-        full = int(description.get("queue_depth") or 0) >= int(description.get("queue_size") or 1)
+        full = queue_depth >= queue_size
         room_changed = full != self._last_full and now - self._last_published >= 0.5
         if connected and (changed or force_publish or room_changed or now - self._last_published >= self._interval_s):
             self._last_full = full
             self._last_published = now
-            self._publish_status(status_json(self._status(state)))
+            self._publish_status(status_json(self._status(state, description)))
 
     def _loop(self) -> None:
         while True:
