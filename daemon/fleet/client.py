@@ -53,6 +53,22 @@ class KioskConnectError(KioskRequestError):
     """The broker could not be reached or refused the kiosk."""
 
 
+def broker_client(
+    url: str, client_id: str, username: str | None, password: str | None, ca_file: str | None
+) -> tuple[mqtt.Client, str, int]:
+    """(paho MQTT 5 client, host, port) for a broker URL: the given credentials (else the URL's), TLS for
+    mqtts:// or a CA file. The kiosk client and `skeletond fleet` connect this way."""
+    from daemon.mqtt import broker_address
+
+    host, port, tls, url_user, url_password = broker_address(url)
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+    if username or url_user:
+        client.username_pw_set(username or url_user, password if username else url_password)
+    if tls or ca_file:
+        client.tls_set(ca_certs=ca_file)
+    return client, host, port
+
+
 def request_payload(
     front: bytes,
     side: bytes,
@@ -125,7 +141,6 @@ class KioskClient:
         session_expiry_s: int = 300,
         connect_timeout_s: float = 10.0,
     ):
-        from daemon.mqtt import broker_address
         from daemon.topics import Topics
 
         self.prefix = prefix.rstrip("/")
@@ -135,22 +150,15 @@ class KioskClient:
         topics = Topics.under(self.prefix)
         self.request_topic = topics.request(kiosk)
         self.result_head = topics.result(kiosk, "")
-        self._host, self._port, tls, url_user, url_password = broker_address(url)
         self._connect_timeout_s = connect_timeout_s
         self._lock = threading.Lock()
         self._pending: dict[str, _Pending] = {}
         self._suback: dict[int, threading.Event] = {}
         self._connected = threading.Event()
         self._refused: str | None = None
-        client = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=client_id or f"kiosk-{kiosk or 'client'}-{uuidlib.uuid4().hex[:8]}",
-            protocol=mqtt.MQTTv5,
+        client, self._host, self._port = broker_client(
+            url, client_id or f"kiosk-{kiosk or 'client'}-{uuidlib.uuid4().hex[:8]}", username, password, ca_file
         )
-        if username or url_user:
-            client.username_pw_set(username or url_user, password if username else url_password)
-        if tls or ca_file:
-            client.tls_set(ca_certs=ca_file)
         # Requests of a batch go out together: let paho keep them all in flight.
         client.max_inflight_messages_set(1000)
         client.reconnect_delay_set(0.5, 5)

@@ -82,24 +82,16 @@ def collect_statuses(
     Retained messages arrive right after the subscription is acknowledged; the wait also catches
     updates published meanwhile.
     """
-    import paho.mqtt.client as mqtt
-    from paho.mqtt.enums import CallbackAPIVersion
+    from daemon.fleet.client import broker_client
 
-    from daemon.mqtt import broker_address
-
-    host, port, tls, url_user, url_password = broker_address(url)
     topic_head = f"{prefix.rstrip('/')}/status/"
     found: dict[str, DaemonStatus] = {}
     lock = threading.Lock()
     subscribed = threading.Event()
     refused: list[str] = []
-    client = mqtt.Client(
-        CallbackAPIVersion.VERSION2, client_id=f"skeletond-fleet-{uuidlib.uuid4().hex[:10]}", protocol=mqtt.MQTTv5
+    client, host, port = broker_client(
+        url, f"skeletond-fleet-{uuidlib.uuid4().hex[:10]}", username, password, ca_file
     )
-    if username or url_user:
-        client.username_pw_set(username or url_user, password if username else url_password)
-    if tls or ca_file:
-        client.tls_set(ca_certs=ca_file)
 
     def on_connect(client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:
