@@ -91,6 +91,10 @@ class PipelineConfig:
     # Without a kiosk placement, read the camera's roll from the photo's straight lines and correct the
     # measures when sure (calibration/roll.py; 30-130 ms a photo on a 2-core CPU).
     level_from_lines: bool = True
+    # A roll read from the lines of at least this many degrees gets a second pose pass with the detector
+    # seeing the photo level (the pose stage is not rotation-equivariant; docs/measures.md). 0 = every
+    # confident roll; a large value (e.g. 90) = never, for the speed of one pass.
+    relevel_min_roll_deg: float = 0.5
 
 
 @dataclass
@@ -300,6 +304,8 @@ def validate(config: Config) -> None:
         raise ConfigError("pipeline.annotated_jpeg_quality: 1-100")
     if not 50 <= config.pipeline.default_height_cm <= 250:
         raise ConfigError("pipeline.default_height_cm: 50-250")
+    if config.pipeline.relevel_min_roll_deg < 0:
+        raise ConfigError("pipeline.relevel_min_roll_deg: 0 or more")
     if config.web.link_ttl_s <= 0:
         raise ConfigError("web.link_ttl_s: more than 0")
     if config.web.public_url is not None and not config.web.public_url.startswith(("http://", "https://")):

@@ -39,6 +39,9 @@ MAX_PEOPLE = 4
 # are 2/3 of its height. Only run when the first look found nobody: a kiosk photo never pays for it.
 FAR_TILE_FRACTION = 0.6
 FAR_TILE_STEPS = 3
+# The landmark crop is sampled from the photo area-averaged to at most this many photo pixels per crop
+# pixel (prefiltered_source): a bilinear tap then reads every pixel nearby, not a sparse grid.
+PREFILTER_PX_PER_CROP_PX = 2.0
 
 # Mirror partner of each of the 39 model outputs; the auxiliary points lie on the body's midline.
 _MIRROR39 = np.concatenate([BLAZEPOSE_MIRROR, np.arange(33, NUM_LANDMARKS)])
@@ -97,11 +100,20 @@ class Detection:
     keypoints_px: np.ndarray  # (4, 2): hip centre, scale point (full body), shoulder centre, scale point
 
 
-def detector_input(image_bgr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The whole photo letterboxed into 224 x 224 RGB in [-1, 1], and the 2x3 affine tensor px -> photo px."""
+def detector_input(image_bgr: np.ndarray, roll_deg: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """The whole photo letterboxed into 224 x 224 RGB in [-1, 1], and the 2x3 affine tensor px -> photo px.
+
+    roll_deg: the camera's roll (calibration/roll.py's sign: > 0 when the world's up leans toward the
+    image's right). The detector then sees the photo turned level about its centre, in a square large
+    enough to hold all of it: the detector is not rotation-equivariant, and its keypoints set the
+    landmark crop's rotation, so a rolled photo seen level gets the crop the level photo gets.
+    """
     height, width = image_bgr.shape[:2]
-    side = float(max(width, height))
-    to_tensor = _rect_to_crop(width / 2, height / 2, side, side, 0.0, DETECTOR_SIZE)
+    rotation = math.radians(roll_deg)
+    cos, sin = abs(math.cos(rotation)), abs(math.sin(rotation))
+    side = float(max(width * cos + height * sin, width * sin + height * cos))
+    # A square turned by the roll, in photo pixels: its up is the world's up.
+    to_tensor = _rect_to_crop(width / 2, height / 2, side, side, rotation, DETECTOR_SIZE)
     # Sampling straight from the full photo is what MediaPipe's CPU graph does; it costs no more than
     # the 224 x 224 output and keeps our detections identical to its own.
     crop = cv2.warpAffine(
@@ -171,14 +183,17 @@ def _mirror_tensor_detections(kept):
     return back
 
 
-def detect(backend: Backend, image_bgr: np.ndarray, min_score: float, symmetric: bool = False) -> list[Detection]:
+def detect(backend: Backend, image_bgr: np.ndarray, min_score: float, symmetric: bool = False,
+           roll_deg: float = 0.0) -> list[Detection]:
     """People found in the photo, best score first, in photo pixels.
 
     symmetric: also detect on the mirrored input and average each detection with its mirror twin, so that
     a mirrored photo gets exactly the mirrored ROI (the detector alone is not mirror-symmetric; with flip
-    testing of the landmarks this makes the whole pose stage mirror-equivariant).
+    testing of the landmarks this makes the whole pose stage mirror-equivariant). A mirrored photo's roll
+    is the negated roll, and the mirror of the level view is the level view of the mirror: still exact.
+    roll_deg: look at the photo turned level (detector_input); the results stay in photo pixels.
     """
-    tensor, to_photo = detector_input(image_bgr)
+    tensor, to_photo = detector_input(image_bgr, roll_deg)
     batch = np.stack([tensor, tensor[:, ::-1]]) if symmetric else tensor[None]
     outputs = backend.run("detector", {"input_1": batch})
     per_input = [
@@ -198,8 +213,11 @@ def detect(backend: Backend, image_bgr: np.ndarray, min_score: float, symmetric:
         kept = merged
     detections = []
     for score, box, points in kept:
-        corners = _apply_affine(to_photo, box.reshape(2, 2)).reshape(4)
-        detections.append(Detection(float(score), corners, _apply_affine(to_photo, points)))
+        (x0, y0), (x1, y1) = box.reshape(2, 2)
+        # All four corners: seen level, the box is turned in the photo (its bounding box is kept).
+        corners = _apply_affine(to_photo, np.array([[x0, y0], [x1, y0], [x0, y1], [x1, y1]]))
+        box_px = np.concatenate([corners.min(axis=0), corners.max(axis=0)])
+        detections.append(Detection(float(score), box_px, _apply_affine(to_photo, points)))
     return detections
 
 
@@ -261,10 +279,47 @@ def alignment_roi(center: np.ndarray, scale_point: np.ndarray) -> Roi:
     return Roi(float(x0), float(y0), side, rotation)
 
 
+def prefiltered_source(image_bgr: np.ndarray, to_crop: np.ndarray, crop_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The part of the photo a crop samples, area-averaged down to PREFILTER_PX_PER_CROP_PX photo pixels
+    a crop pixel when the crop would skip more, and the affine from it to the crop.
+
+    A bilinear warp straight from a 12 MP photo into 256 px reads 4 of every 150-200 photo pixels: the
+    crop then depends on where the grid happens to fall (aliasing), so the same person half a pixel
+    to the side, at half the size or turned by a degree gets visibly different crops, and the landmark
+    model answers a few pixels differently. Averaging the pixels first (INTER_AREA, exact on continuous
+    coordinates) makes the crop nearly independent of the photo's size and grid. Mirror-exact: the
+    region is whole pixels placed symmetrically, and INTER_AREA's cells map one to one under mirroring.
+    """
+    linear = to_crop[:, :2]
+    photo_px_per_crop_px = 1.0 / math.sqrt(abs(float(np.linalg.det(linear))))
+    if photo_px_per_crop_px <= PREFILTER_PX_PER_CROP_PX:
+        return image_bgr, to_crop
+    height, width = image_bgr.shape[:2]
+    inverse = cv2.invertAffineTransform(to_crop)
+    edge = float(crop_size)
+    corners = _apply_affine(inverse, np.array([[0, 0], [edge, 0], [0, edge], [edge, edge]], np.float64))
+    # Whole pixels, a few crop pixels of margin for the bilinear taps; clipped to the photo (the warp's
+    # replicated border then repeats the photo's own edge, as it does without the prefilter).
+    margin = 2 * photo_px_per_crop_px
+    x0 = max(0, math.floor(corners[:, 0].min() - margin))
+    y0 = max(0, math.floor(corners[:, 1].min() - margin))
+    x1 = min(width, math.ceil(corners[:, 0].max() + margin))
+    y1 = min(height, math.ceil(corners[:, 1].max() + margin))
+    if x1 - x0 < 2 or y1 - y0 < 2:
+        return image_bgr, to_crop
+    factor = PREFILTER_PX_PER_CROP_PX / photo_px_per_crop_px
+    out_w, out_h = max(1, round((x1 - x0) * factor)), max(1, round((y1 - y0) * factor))
+    region = cv2.resize(image_bgr[y0:y1, x0:x1], (out_w, out_h), interpolation=cv2.INTER_AREA)
+    # Continuous coordinates: region px -> photo px is x * (w / out_w) + x0 exactly.
+    to_photo = np.array([[(x1 - x0) / out_w, 0.0, x0], [0.0, (y1 - y0) / out_h, y0], [0.0, 0.0, 1.0]])
+    return region, to_crop @ to_photo
+
+
 def landmark_input(image_bgr: np.ndarray, roi: Roi, with_mirror: bool) -> np.ndarray:
     """The 256 px RGB crop in [0, 1] (and its horizontal mirror): (1 or 2, 256, 256, 3) float32."""
+    source, to_crop = prefiltered_source(image_bgr, roi.to_crop(), LANDMARK_SIZE)
     crop = cv2.warpAffine(
-        image_bgr, pixel_index_affine(roi.to_crop()), (LANDMARK_SIZE, LANDMARK_SIZE), flags=cv2.INTER_LINEAR,
+        source, pixel_index_affine(to_crop), (LANDMARK_SIZE, LANDMARK_SIZE), flags=cv2.INTER_LINEAR,
         borderMode=cv2.BORDER_REPLICATE,
     )
     crop = cv2.cvtColor(crop, cv2.COLOR_BGR2RGB)
@@ -435,20 +490,23 @@ def main_subject_order(people: list[ViewPose]) -> list[ViewPose]:
 
 def estimate(backend: Backend, image_bgr: np.ndarray, *, min_score: float = 0.5, min_presence: float = 0.5,
              flip_test: bool = True, photo_size: tuple[int, int] | None = None,
-             timings: dict[str, float] | None = None) -> PhotoPoses:
+             timings: dict[str, float] | None = None, roll_deg: float | None = None) -> PhotoPoses:
     """Every person in an upright BGR photo, main subject first.
 
     When the whole-photo look finds nobody, a second looks tile by tile (detect_tiles): someone standing
     far off. photo_size: the photo's full (width, height) when image_bgr is a reduced decode of it; the results
     are in the full photo's pixels either way. timings, when given, receives "detect" and "landmarks"
-    (seconds).
+    (seconds). roll_deg: the camera's roll when known; the detector then sees the photo level (see
+    detector_input), so a rolled photo gets the landmarks the level one would, turned by the roll. The
+    results are in the photo's own pixels either way; taking the roll out of the measures is
+    daemon/leveling.py's job.
     """
     height, width = image_bgr.shape[:2]
     if photo_size is None:
         photo_size = (width, height)
     pixel_scale = (photo_size[0] / width, photo_size[1] / height)
     started = time.perf_counter()
-    detections = detect(backend, image_bgr, min_score, symmetric=flip_test)
+    detections = detect(backend, image_bgr, min_score, symmetric=flip_test, roll_deg=roll_deg or 0.0)
     detect_seconds = time.perf_counter() - started
     people = _landmarks(backend, image_bgr, detections, min_presence, flip_test, photo_size, pixel_scale)
     landmark_seconds = time.perf_counter() - started - detect_seconds

@@ -8,5 +8,6 @@ if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -e '.[test]'
+# Pinned to the versions the tests ran with (deploy/constraints.txt); the ranges in pyproject.toml stay open.
+.venv/bin/python -m pip install --quiet -c deploy/constraints.txt -e '.[test]'
 .venv/bin/skeletond models fetch

@@ -23,22 +23,25 @@ from calibration.intrinsics import Intrinsics, default_intrinsics
 from calibration.kiosk import Kiosk
 from calibration.placement import Placement
 from calibration.roll import CameraTilt, estimate_tilt, line_segments
-from daemon import grades, guidance
+from daemon import grades, guidance, pose
 from daemon.imageio import Decoded
 from daemon.measures import FRONT_KEYS, SIDE_KEYS, front_measures, side_measures
-from daemon.pipeline import camera_tilt, measure_level
+from daemon.pipeline import camera_tilt, measure_level, relevel_roll
 from daemon.request import AnalyzeRequest
 
 ROLLS = (1.0, -1.0, 2.0, -2.0, 4.0, -4.0)
 # Side photos whose backgrounds carry enough straight lines (a wall's floor line, door and wall edges).
 LINE_PHOTOS = ("fitlens_p2_side", "fitlens_p4_side", "fitlens_p5_side", "fitlens_p5b_side")
 ROLL_TOLERANCE_DEG = 0.5
-# The landmark model is not exactly rotation-equivariant: turning a photo by a degree and resampling it
-# moves single measures by up to 1.5-2.5 degrees (the C7 contour and the few-pixel head most), even
-# when the roll is taken out exactly (test_leveling_is_exact). The median over the measures is held to
-# the issue's 0.5 degrees; single measures to the resampling noise.
+# The pose stage is not exactly rotation-equivariant, nor even shift-equivariant: resampling a photo
+# half a pixel sideways moves single measures by up to 1-2.3 degrees (the head angle and the C7 contour
+# most; test_rolled_measures_within_resampling_noise measures it), even though the roll is taken out
+# exactly (test_leveling_is_exact). The median over the measures is held to the issue's 0.5 degrees,
+# the spread to the photos' own resampling noise, single measures to 3 degrees.
 MEDIAN_TOLERANCE_DEG = 0.5
 SINGLE_TOLERANCE_DEG = 3.0
+# pipeline.relevel_min_roll_deg's default: the second pass with the detector seeing the photo level.
+RELEVEL_MIN_ROLL_DEG = 0.5
 FRONT_LINES = ("far_head_bal", "far_pelvic_bal", "far_shoulder_bal", "far_knee_bal")
 VFOV_DEG = 65.0
 
@@ -72,35 +75,45 @@ def _differences(measured: dict, reference: dict) -> list[float]:
     ]
 
 
+def _levelled_side(backend, image: np.ndarray) -> tuple[CameraTilt, dict, dict]:
+    """As the pipeline does it: pose, the roll from the lines, a second pose pass seeing the photo level
+    when the roll is confident (pipeline.relevel_roll), the measures levelled; and as taken."""
+    poses = estimate(backend, image)
+    tilt = _lines_tilt(image, poses)
+    tilt.applied = tilt.confident
+    as_taken = side_measures(poses.main)
+    second_look = relevel_roll(tilt, RELEVEL_MIN_ROLL_DEG)
+    if second_look is not None:
+        poses = pose.estimate(backend, np.ascontiguousarray(image), flip_test=True, roll_deg=second_look)
+    return tilt, measure_level(poses.main, "side", _intrinsics(image), tilt), as_taken
+
+
 @pytest.fixture(scope="module")
 def line_results(backend):
     """photo -> roll -> (tilt read from the lines, measures levelled with it, measures as taken)."""
     results: dict[str, dict[float, tuple]] = {}
     for name in LINE_PHOTOS:
         original = read("side", f"{name}.jpg")
-        results[name] = {}
-        for roll in (0.0, *ROLLS):
-            image = turned(original, roll)
-            poses = estimate(backend, image)
-            tilt = _lines_tilt(image, poses)
-            tilt.applied = tilt.confident
-            intrinsics = _intrinsics(image)
-            results[name][roll] = (
-                tilt, measure_level(poses.main, "side", intrinsics, tilt), side_measures(poses.main),
-            )
+        results[name] = {roll: _levelled_side(backend, turned(original, roll)) for roll in (0.0, *ROLLS)}
     return results
 
 
 def test_roll_read_from_lines_within_half_degree(line_results):
+    """Every reading of the turned photos gives the turn back within 0.5 degrees; nearly all are confident
+    (the zoom that hides the corners also crops lines away: fitlens_p2 turned by -1 degree keeps four
+    segments, confidence 0.48, so its roll is reported and, rightly, not applied)."""
+    unsure = []
     for name, by_roll in line_results.items():
         base = by_roll[0.0][0]
         assert base.confident, (name, base)
         for roll in ROLLS:
             tilt = by_roll[roll][0]
             assert tilt.source == "lines"
-            assert tilt.confident, (name, roll, tilt)
+            if not tilt.confident:
+                unsure.append((name, roll, tilt.confidence))
             # The photos' own cameras were not level either: the known turn adds to their roll.
             assert tilt.roll_deg - base.roll_deg == pytest.approx(roll, abs=ROLL_TOLERANCE_DEG), (name, roll, tilt)
+    assert len(unsure) <= len(line_results) * len(ROLLS) // 10, unsure
 
 
 def test_side_measures_after_roll_from_lines(line_results):
@@ -119,6 +132,31 @@ def test_side_measures_after_roll_from_lines(line_results):
     assert statistics.median(corrected) <= MEDIAN_TOLERANCE_DEG, statistics.median(corrected)
     # Without the correction the 4-degree photos are off by about the roll.
     assert statistics.median(uncorrected) > 1.5 * statistics.median(corrected), (uncorrected, corrected)
+
+
+def _shifted(image: np.ndarray, dx: float, dy: float) -> np.ndarray:
+    matrix = np.float32([[1, 0, dx], [0, 1, dy]])
+    return cv2.warpAffine(image, matrix, (image.shape[1], image.shape[0]), flags=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_REPLICATE)
+
+
+def test_rolled_measures_within_resampling_noise(backend, line_results):
+    """The turned photos, levelled, differ from the unturned one by the order of the pose stage's own
+    noise: the same unturned photo resampled half a pixel off (which no correction can take out) moves
+    the measures by about half as much (90th percentiles: 0.6 against 1.1-1.2 degrees, measured
+    2026-12-04); the median is held to 0.5 degrees above."""
+    noise, turned_off = [], []
+    for name, by_roll in line_results.items():
+        tilt, reference, _ = by_roll[0.0]
+        image = turned(read("side", f"{name}.jpg"), 0.0)
+        for dx, dy in ((0.5, 0.0), (0.0, 0.5)):
+            _, shifted, _ = _levelled_side(backend, _shifted(image, dx, dy))
+            noise += _differences(shifted, reference)
+        for roll in ROLLS:
+            turned_off += _differences(by_roll[roll][1], reference)
+    noise_p90, turned_p90 = np.percentile(noise, 90), np.percentile(turned_off, 90)
+    assert turned_p90 <= 1.5, (turned_p90, noise_p90)
+    assert turned_p90 <= max(2.5 * noise_p90, 0.5), (turned_p90, noise_p90)
 
 
 def _rotate_view(view, roll_deg: float):
@@ -230,8 +268,11 @@ def test_grades_of_level_pairs_move_at_most_one_step(backend):
             intrinsics = _intrinsics(image)
             tilt = camera_tilt(Decoded(image, (image.shape[1], image.shape[0])), poses, intrinsics, None,
                                line_segments(image))
-            new = grades.grade(measure_level(poses.main, kind, intrinsics, tilt))
             old = grades.grade((front_measures if kind == "front" else side_measures)(poses.main))
+            second_look = relevel_roll(tilt, RELEVEL_MIN_ROLL_DEG)
+            if second_look is not None:
+                poses = pose.estimate(backend, image, flip_test=True, roll_deg=second_look)
+            new = grades.grade(measure_level(poses.main, kind, intrinsics, tilt))
             assert abs(steps.index(new) - steps.index(old)) <= 1, (pair, kind, old, new, tilt)
 
 
@@ -272,11 +313,13 @@ def pitched(image: np.ndarray, pitch_deg: float, margin: float = 0.2) -> tuple[n
 
 
 def test_kiosk_pitch_applied(backend):
-    """A kiosk camera pitched 8 degrees down: with the placement's pitch taken out, the pairs measure what
-    the level camera's pairs do (median over the measures; the warp's resampling moves single head
-    angles by up to 2.7 degrees even unlevelled), and closer than without the correction (the neck
-    angles of the side view move most)."""
-    corrected, uncorrected = [], []
+    """A kiosk camera pitched 8 degrees down, real photos warped as that camera sees them: with the
+    placement's pitch taken out, the pairs measure what the level camera's pairs do (median over the
+    measures; single measures within the turned photos' bound). On a person in the middle of the frame
+    8 degrees of pitch moves the measures less than the model's own noise (0.0-2.1 degrees either way,
+    2026-12-04), so that the correction helps is checked exactly on the landmarks
+    (test_pitch_leveling_is_exact), not here."""
+    corrected = []
     for pair in ("fitlens_p2", "fitlens_p4"):
         for kind, measure in (("front", front_measures), ("side", side_measures)):
             image = read(kind, f"{pair}_{kind}.jpg")
@@ -286,9 +329,38 @@ def test_kiosk_pitch_applied(backend):
             view = estimate(backend, tilted).main
             levelled = measure_level(view, kind, camera, CameraTilt(0.0, 8.0, "kiosk", 1.0, applied=True))
             corrected += _differences(levelled, reference)
-            uncorrected += _differences(measure(view), reference)
     assert statistics.median(corrected) <= MEDIAN_TOLERANCE_DEG, corrected
-    assert sum(corrected) < sum(uncorrected), (corrected, uncorrected)
+    assert max(corrected) <= SINGLE_TOLERANCE_DEG, corrected
+
+
+# Measures read from the landmarks alone (the others also sample the segmentation mask at the neck).
+LANDMARK_ONLY = (*FRONT_KEYS, "sar_tilt", "sar_head_tilt")
+
+
+@pytest.mark.parametrize("pair", ["fitlens_p2", "fitlens_p4"])
+def test_pitch_leveling_is_exact(backend, pair):
+    """Landmarks of a real photo as a camera pitched by a known angle would see them (homography K R K^-1
+    and world axes turned by R, built here with OpenCV's Rodrigues), levelled with that pitch: the
+    measures come back within rounding."""
+    for kind, measure in (("front", front_measures), ("side", side_measures)):
+        view = estimate(backend, read(kind, f"{pair}_{kind}.jpg")).main
+        intrinsics = default_intrinsics(view.image_size, VFOV_DEG)
+        reference = measure(view)
+        for pitch in (8.0, -6.0):
+            rotation, _ = cv2.Rodrigues(np.array([math.radians(pitch), 0.0, 0.0]))
+            k = intrinsics.camera_matrix
+            homography = k @ rotation @ np.linalg.inv(k)
+            points = np.hstack([view.keypoints_px, np.ones((len(view.keypoints_px), 1))]) @ homography.T
+            seen = dataclasses.replace(view, keypoints_px=points[:, :2] / points[:, 2:3],
+                                       world_m=view.world_m @ rotation.T)
+            levelled = measure_level(seen, kind, intrinsics, CameraTilt(0.0, pitch, "kiosk", 1.0, applied=True))
+            compared = 0
+            for name in LANDMARK_ONLY:
+                # A point the pitch pushes out of the frame is absent (its measure None), as in a real photo.
+                if name in reference and reference[name].value is not None and levelled[name].value is not None:
+                    assert levelled[name].value == pytest.approx(reference[name].value, abs=0.05), (pair, kind, name, pitch)
+                    compared += 1
+            assert compared >= (4 if kind == "front" else 1), (pair, kind, pitch, compared)
 
 
 def test_lines_can_be_switched_off(backend):
