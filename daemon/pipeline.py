@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 import pybase64
 
+from calibration.gravity import exif_tilt
 from calibration.intrinsics import Intrinsics
 from calibration.kiosk import Kiosk, choose_intrinsics, load_kiosk
 from calibration.roll import CameraTilt, LineSegments, line_segments, tilt_from_segments
@@ -213,7 +214,7 @@ class Analyzer:
                 photo.decoded.photo_size, kiosk, exif_source=photo.data,
                 default_vfov_deg=self.config.calibration.default_vfov_deg,
             )
-            photo.tilt = camera_tilt(photo.decoded, photo.poses, photo.intrinsics, kiosk, found)
+            photo.tilt = camera_tilt(photo.decoded, photo.poses, photo.intrinsics, kiosk, found, photo.data)
         with _stage("measures", timings):
             # World landmarks carry a left/right bias that only flip averaging cancels (accuracy.md).
             photo.measures = measure_level(photo.poses.main, photo.kind, photo.intrinsics, photo.tilt,
@@ -285,16 +286,23 @@ class Analyzer:
 
 
 def camera_tilt(decoded: Decoded, poses: PhotoPoses, intrinsics: Intrinsics, kiosk: Kiosk | None,
-                lines: LineSegments | None) -> CameraTilt:
-    """How the camera was held: a kiosk's calibrated placement, else the photo's own straight lines
-    (calibration/roll.py; `lines`: the photo's segments, None when reading them is switched off), the
-    people's boxes left out. Only a confident roll is applied; pitch read from lines is reported (and
-    warned about), not applied, since it rests on an assumed focal length."""
+                lines: LineSegments | None, photo_data: bytes | None = None) -> CameraTilt:
+    """How the camera was held: a kiosk's calibrated placement, else the gravity the phone recorded in
+    the photo's EXIF (calibration/gravity.py; `photo_data`: the photo's bytes), else the photo's own
+    straight lines (calibration/roll.py; `lines`: the photo's segments, None when reading them is
+    switched off), the people's boxes left out. Only a confident roll is applied; pitch read from EXIF or
+    lines is reported (and warned about), not applied, since the correction rests on the photo's
+    intrinsics, which for a phone are read from EXIF or assumed, not calibrated."""
     if kiosk is not None and kiosk.placement is not None:
         placement = kiosk.placement
         return CameraTilt(placement.roll_deg, placement.pitch_deg, "kiosk", 1.0, applied=True)
+    recorded = exif_tilt(photo_data) if photo_data is not None else None
+    if recorded is not None and recorded.roll_deg is not None:
+        recorded.applied = recorded.confident
+        return recorded
     if lines is None:
-        return CameraTilt(None, None, "none", 0.0, note="not read (pipeline.level_from_lines = false)")
+        # Gravity recorded but unusable says why; otherwise nothing was read.
+        return recorded or CameraTilt(None, None, "none", 0.0, note="not read (pipeline.level_from_lines = false)")
     scale = decoded.scale
     boxes = [tuple(v * scale for v in person.box) for person in poses.people]
     tilt = tilt_from_segments(
