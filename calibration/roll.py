@@ -85,7 +85,7 @@ class CameraTilt:
 
     roll_deg: float | None
     pitch_deg: float | None
-    source: str  # "kiosk" | "lines" | "none"
+    source: str  # "kiosk" | "exif" | "lines" | "none"
     confidence: float
     segments: int = 0
     applied: bool = False

@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 import pybase64
 
+from calibration.gravity import exif_tilt
 from calibration.intrinsics import Intrinsics
 from calibration.kiosk import Kiosk, choose_intrinsics, load_kiosk
 from calibration.roll import CameraTilt, LineSegments, line_segments, tilt_from_segments
@@ -196,11 +197,19 @@ class Analyzer:
         with _stage("decode", timings):
             photo.decoded = decode_upright(photo.data, photo.kind, settings.max_pixels, self.decode_min_side())
         placed = kiosk is not None and kiosk.placement is not None
+        # The gravity a phone recorded in the photo's EXIF (none from a kiosk with a placement).
+        recorded = None if placed else exif_tilt(photo.data)
+        # A roll known before the photo is looked at (the kiosk's calibration, the phone's gravity) goes
+        # to the first pose pass, the detector seeing the photo level; the lines are then not needed.
+        if placed:
+            known_roll = kiosk.placement.roll_deg  # type: ignore[union-attr]
+        elif recorded is not None and recorded.confident:
+            known_roll = recorded.roll_deg
+        else:
+            known_roll = None
         lines = None
-        if settings.level_from_lines and not placed:
+        if settings.level_from_lines and known_roll is None:
             lines = self._lines_pool.submit(line_segments, photo.decoded.pixels)
-        # A kiosk's calibrated roll is known before the photo is looked at: the detector sees it level.
-        known_roll = kiosk.placement.roll_deg if placed else None  # type: ignore[union-attr]
         try:
             photo.poses = self.estimate(photo.decoded, timings, known_roll)  # records "detect" and "landmarks"
         finally:
@@ -216,7 +225,7 @@ class Analyzer:
                 photo.decoded.photo_size, kiosk, exif_source=photo.data,
                 default_vfov_deg=self.config.calibration.default_vfov_deg,
             )
-            photo.tilt = camera_tilt(photo.decoded, photo.poses, photo.intrinsics, kiosk, found)
+            photo.tilt = camera_tilt(photo.decoded, photo.poses, photo.intrinsics, kiosk, found, recorded)
         second_look = relevel_roll(photo.tilt, settings.relevel_min_roll_deg)
         if second_look is not None:
             with _stage("relevel", timings):
@@ -294,16 +303,22 @@ class Analyzer:
 
 
 def camera_tilt(decoded: Decoded, poses: PhotoPoses, intrinsics: Intrinsics, kiosk: Kiosk | None,
-                lines: LineSegments | None) -> CameraTilt:
-    """How the camera was held: a kiosk's calibrated placement, else the photo's own straight lines
-    (calibration/roll.py; `lines`: the photo's segments, None when reading them is switched off), the
-    people's boxes left out. Only a confident roll is applied; pitch read from lines is reported (and
-    warned about), not applied, since it rests on an assumed focal length."""
+                lines: LineSegments | None, recorded: CameraTilt | None = None) -> CameraTilt:
+    """How the camera was held: a kiosk's calibrated placement, else the gravity the phone recorded in
+    the photo's EXIF (calibration/gravity.py exif_tilt: `recorded`), else the photo's own
+    straight lines (calibration/roll.py; `lines`: the photo's segments, None when reading them is
+    switched off), the people's boxes left out. Only a confident roll is applied; pitch read from EXIF or
+    lines is reported (and warned about), not applied, since the correction rests on the photo's
+    intrinsics, which for a phone are read from EXIF or assumed, not calibrated."""
     if kiosk is not None and kiosk.placement is not None:
         placement = kiosk.placement
         return CameraTilt(placement.roll_deg, placement.pitch_deg, "kiosk", 1.0, applied=True)
+    if recorded is not None and recorded.roll_deg is not None:
+        recorded.applied = recorded.confident
+        return recorded
     if lines is None:
-        return CameraTilt(None, None, "none", 0.0, note="not read (pipeline.level_from_lines = false)")
+        # Gravity recorded but unusable says why; otherwise nothing was read.
+        return recorded or CameraTilt(None, None, "none", 0.0, note="not read (pipeline.level_from_lines = false)")
     scale = decoded.scale
     boxes = [tuple(v * scale for v in person.box) for person in poses.people]
     tilt = tilt_from_segments(
