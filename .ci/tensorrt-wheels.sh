@@ -14,7 +14,13 @@
 # - tensorrt-rtx-cu12-libs + tensorrt-rtx-cu12-bindings 1.7.1.116 (about 90 MB download, 350 MB
 #   installed): real libraries that parse ONNX and build engines without a GPU.
 #
-# Idempotent: a version whose folder holds a READY marker is left alone (a warm run takes a second).
+# Only the bindings go into a folder (pip --no-deps), never numpy or another package the venv has: the
+# tests put a folder after the venv's site-packages, and the bindings run with the venv's numpy, as the
+# daemon does. (A numpy<2 installed beside 8.6.1 once shadowed the venv's numpy 2 and broke the venv's
+# ml_dtypes 0.7, which onnx imports and which needs numpy 2.)
+#
+# Idempotent: a version whose folder holds a READY marker naming the same requirements is left alone (a
+# warm run takes a second); a folder installed from other requirements is installed afresh.
 # Never fails the caller: a version that cannot be installed prints why, and its tests skip with a reason.
 set -uo pipefail
 PYTHON="${PYTHON:-python3}"
@@ -28,13 +34,15 @@ mkdir -p "$CACHE/downloads" "$ROOT"
 
 say() { echo "tensorrt-wheels: $*"; }
 
+# True when <folder name> holds a finished install of exactly these requirements.
+ready() {  # <folder name> <pip requirement>...
+    local name="$1"; shift
+    [ -f "$ROOT/$name/READY" ] && [ "$(cat "$ROOT/$name/READY")" = "$*" ]
+}
+
 install_target() {  # <folder name> <pip requirement>...
     local name="$1"; shift
     local dir="$ROOT/$name"
-    if [ -f "$dir/READY" ]; then
-        say "$name: cached in $dir"
-        return 0
-    fi
     rm -rf "$dir"
     mkdir -p "$dir"
     # pip's own cache keeps the wheels for a re-install; --find-links reuses what an earlier run fetched.
@@ -74,23 +82,25 @@ build_stubs() {  # <folder name> <major>
     return 0
 }
 
-for spec in "8.6.1 8 tensorrt-bindings==8.6.1 numpy<2" \
+for spec in "8.6.1 8 tensorrt-bindings==8.6.1" \
             "10.3.0 10 tensorrt-cu12-bindings==10.3.0" \
             "11.4.0.106 11 tensorrt-cu12-bindings==11.4.0.106"; do
     read -r version major requirements <<<"$spec"
     # shellcheck disable=SC2086  # requirements is a word list
-    if [ -f "$ROOT/$version/READY" ]; then
+    if ready "$version" $requirements; then
         say "$version: cached in $ROOT/$version"
     elif install_target "$version" $requirements && build_stubs "$version" "$major"; then
-        touch "$ROOT/$version/READY"
+        echo "$requirements" >"$ROOT/$version/READY"
         say "$version: installed in $ROOT/$version"
     fi
 done
 
-if [ -f "$ROOT/rtx-1.7.1.116/READY" ]; then
+rtx="tensorrt-rtx-cu12-libs==1.7.1.116 tensorrt-rtx-cu12-bindings==1.7.1.116"
+# shellcheck disable=SC2086  # rtx is a word list
+if ready rtx-1.7.1.116 $rtx; then
     say "rtx-1.7.1.116: cached in $ROOT/rtx-1.7.1.116"
-elif install_target rtx-1.7.1.116 tensorrt-rtx-cu12-libs==1.7.1.116 tensorrt-rtx-cu12-bindings==1.7.1.116; then
-    touch "$ROOT/rtx-1.7.1.116/READY"
+elif install_target rtx-1.7.1.116 $rtx; then
+    echo "$rtx" >"$ROOT/rtx-1.7.1.116/READY"
     say "rtx-1.7.1.116: installed in $ROOT/rtx-1.7.1.116"
 fi
 exit 0

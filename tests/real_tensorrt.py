@@ -1,10 +1,12 @@
 """Drive engines.tensorrt against one of NVIDIA's real TensorRT binding modules, checking every call.
 
 Run by tests/test_tensorrt_real.py in a subprocess per TensorRT version (the versions share a module
-name), with the version's `site` folder on PYTHONPATH and stub libnvinfer libraries on LD_LIBRARY_PATH
-(.ci/tensorrt-wheels.sh):
+name), with stub libnvinfer libraries on LD_LIBRARY_PATH (.ci/tensorrt-wheels.sh):
 
-    python tests/real_tensorrt.py <binding module name> <work dir>   ->  one JSON report on stdout
+    python tests/real_tensorrt.py <binding module name> <work dir> <site folder>  ->  one JSON report on stdout
+
+The version's site folder goes at the end of sys.path, after the venv's site-packages: it can add the
+binding module but never shadow the venv's numpy (or anything else the backend and onnx import).
 
 What is real: the module (`import tensorrt` in engines/tensorrt.py gets it), its version string, its
 enums (NetworkDefinitionCreationFlag, BuilderFlag, MemoryPoolType, TensorIOMode, DataType), nptype,
@@ -238,7 +240,8 @@ def main(module_name: str, work: Path) -> dict[str, Any]:
     from daemon.config import EngineConfig
     from engines.engine_cache import build_plan
 
-    report: dict[str, Any] = {"version": real.__version__, "imported_by_backend": backend.trt is real}
+    report: dict[str, Any] = {"version": real.__version__, "imported_by_backend": backend.trt is real,
+                              "numpy": [np.__version__, np.__file__]}
     report["unavailable_reason"] = backend.unavailable_reason()
     report["plans"] = {p: build_plan(real.__version__, p) for p in ("fp16", "fp32")}
     # The real Builder with the backend's real-ILogger subclass: the call binds, then TensorRT reports
@@ -348,4 +351,5 @@ def negative_controls(real: Any) -> dict[str, bool]:
 
 
 if __name__ == "__main__":
+    sys.path.append(sys.argv[3])
     print(json.dumps(main(sys.argv[1], Path(sys.argv[2])), indent=1, default=str))

@@ -68,12 +68,17 @@ def _installed(name: str) -> Path:
 
 @pytest.mark.parametrize("version", sorted(BINDINGS))
 def test_backend_against_real_bindings(version: str, tmp_path: Path) -> None:
+    import numpy
+
     folder = _installed(version)
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(folder / "site"), str(REPO_ROOT), str(REPO_ROOT / "tests")])
+    # The bindings' folder is not on PYTHONPATH (which comes before site-packages): real_tensorrt.py
+    # appends it, so that the bindings run with this venv's numpy and packages, as the daemon's do.
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), str(REPO_ROOT / "tests")])
     env["LD_LIBRARY_PATH"] = os.pathsep.join(filter(None, [str(folder / "stub-lib"), env.get("LD_LIBRARY_PATH")]))
     result = subprocess.run(
-        [sys.executable, str(REPO_ROOT / "tests" / "real_tensorrt.py"), "tensorrt_bindings", str(tmp_path)],
+        [sys.executable, str(REPO_ROOT / "tests" / "real_tensorrt.py"), "tensorrt_bindings", str(tmp_path),
+         str(folder / "site")],
         check=False, capture_output=True, text=True, env=env, timeout=300,
     )
     assert result.returncode == 0, result.stderr[-4000:]
@@ -81,6 +86,7 @@ def test_backend_against_real_bindings(version: str, tmp_path: Path) -> None:
     plan, network_flags, builder_flags, monitor, parses_bytes = BINDINGS[version]
 
     assert report["version"] == version and report["imported_by_backend"]
+    assert report["numpy"] == [numpy.__version__, numpy.__file__], "the bindings ran with another numpy"
     # The import guard accepts the real module; what is missing then is pycuda (not installed here).
     assert report["unavailable_reason"].startswith("module pycuda not importable")
     assert report["plans"] == {"fp16": plan, "fp32": "fp32"}

@@ -22,6 +22,8 @@ from daemon.web.fakecam import write_y4m
 
 CHROMIUM = "/usr/bin/chromium"
 MEASURES = FRONT_MEASURE_FIELDS + SIDE_MEASURE_FIELDS
+# Height the printed report keeps free on its A4 page: three lines of findings or photo notes.
+PRINT_SPARE_PX = 45
 
 pytestmark = pytest.mark.skipif(
     shutil.which(CHROMIUM) is None, reason="Debian's chromium is not installed (apt-get install chromium; .ci/run does)"
@@ -104,6 +106,10 @@ def test_report_prints_on_one_a4_page(browser, site, lang, viewport):  # noqa: F
     page.set_viewport_size({"width": 726, "height": 1000})
     widest = page.evaluate("Math.max(...[...document.querySelectorAll('body *')].map(e => e.getBoundingClientRect().right))")
     assert widest <= 727
+    # ... and room to spare below (297 mm - 2 x 9 mm = 1054 px high): a measure that crosses a band's
+    # edge adds a finding, a photo note adds a line; neither may push the footer onto a second page.
+    bottom = page.evaluate("Math.max(...[...document.querySelectorAll('body *')].map(e => e.getBoundingClientRect().bottom))")
+    assert bottom <= 1054 - PRINT_SPARE_PX, f"the printed report ends {1054 - bottom:.0f} px above the page's end"
     assert page.is_hidden(".lang-switch")
     context.close()
 

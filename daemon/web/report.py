@@ -15,10 +15,13 @@ VIEWS = (("front", "far", FRONT_MEASURE_FIELDS), ("side", "sar", SIDE_MEASURE_FI
 
 
 def qr_svg(url: str) -> str:
-    """The link as a QR code, SVG text (segno: pure Python, no image library needed)."""
+    """The link as a QR code, SVG text (segno: pure Python, no image library needed).
+
+    omitsize: a viewBox instead of a fixed width and height, so that the pages' CSS scales the whole
+    code to its box (with a fixed size, a smaller box showed only the code's top-left corner)."""
     buffer = io.BytesIO()
     segno.make(url, error="m").save(buffer, kind="svg", scale=4, border=2, xmldecl=False, svgns=True,
-                                    svgclass="qr", dark="#000", light="#fff")
+                                    svgclass="qr", dark="#000", light="#fff", omitsize=True)
     return buffer.getvalue().decode("utf-8")
 
 
