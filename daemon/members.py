@@ -116,11 +116,13 @@ def member_problem(member_id: object) -> str | None:
     return None
 
 
-def erase_answer(payload: dict, erase: Callable[[str], int]) -> dict:
+def erase_answer(payload: dict, erase: Callable[[str], dict]) -> dict:
     """The MQTT erase command for kiosks: `{"command": "erase", "uuid": "<reply uuid>", "id": "<member>"}`
     published on the kiosk's own request topic; `erase(id)` removes every stored result of the member
-    (Service.erase_member) and the answer goes to the kiosk's own result topic for that uuid:
-    `{"uuid", "state": 0, "command": "erase", "erased": N}`, or the seed's error shape."""
+    (Service.erase_everywhere: here, and in a fleet on the other daemons too) and says what it did
+    (`{"erased": N}`, plus `fleet` and `fleet_offline` in a shared group). The answer goes to the kiosk's
+    own result topic for that uuid: `{"uuid", "state": 0, "command": "erase", "erased": N, ...}`, or the
+    seed's error shape."""
     uuid = payload.get("uuid")
     member_id = payload.get("id")
     problem = member_problem(member_id)
@@ -128,5 +130,4 @@ def erase_answer(payload: dict, erase: Callable[[str], int]) -> dict:
         return AnalysisError("validation", f"erase needs the member id: {problem}", text="invalid field: id").to_answer(
             uuid if isinstance(uuid, str) else None
         )
-    erased = erase(member_id)
-    return {"uuid": uuid, "state": 0, "command": ERASE_COMMAND, "data": {"state": 0}, "erased": erased}
+    return {"uuid": uuid, "state": 0, "command": ERASE_COMMAND, "data": {"state": 0}, **erase(member_id)}

@@ -90,3 +90,16 @@ def count_capture_view(view: str, source: str) -> None:
 
 def observe_guide_latency(seconds: float) -> None:
     CAPTURE_GUIDE_SECONDS.observe(max(0.0, float(seconds)))
+
+
+# -- fleet erasure (daemon/mqtt.py, docs/fleet.md "Erasure") --------------------------------------
+FLEET_ERASURES = Counter(
+    "skeleton_fleet_erasures",
+    "Member erasures fanned out to the other daemons of the shared group (direction sent: by outcome sent, "
+    "pending, refused) or received from one (direction received: outcome erased, failed, unreadable).",
+    ["direction", "outcome"],
+)
+
+
+def count_fleet_erasure(direction: str, outcome: str) -> None:
+    FLEET_ERASURES.labels(direction=direction, outcome=outcome).inc()

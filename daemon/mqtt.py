@@ -24,6 +24,11 @@ so the broker hands each request to one daemon of the group; the session is clea
 dead daemon's turn is not kept; daemon/fleet/membership.py unsubscribes a daemon that is shutting down,
 busy or unhealthy; at shutdown, requests it has not started are handed back (republished unchanged to
 the topic they came on, then acknowledged) so that the others answer them.
+
+Erasure in a fleet (docs/fleet.md "Erasure"): each daemon has its own store and its own member key, so a
+member's erasure asked of one daemon (the kiosks' `erase` command, HTTP DELETE /members/<id>) is published
+to the others on `fleet/erase` (QoS 1, not retained, carrying the member id and this daemon's id); every
+member of a group reads that topic with a plain subscription (noLocal: not its own) and erases locally.
 """
 
 from __future__ import annotations
@@ -48,7 +53,7 @@ from daemon.answer import SOFTWARE_VERSION, answer_json
 from daemon.config import ConfigError, MqttConfig, redact_url
 from daemon.errors import AnalysisError
 from daemon.fleet.membership import Membership
-from daemon.members import ERASE_COMMAND, erase_answer
+from daemon.members import ERASE_COMMAND, erase_answer, member_problem
 from daemon.request import parse_request, uuid_problem
 from daemon.service import Service
 from daemon.topics import Topics
@@ -61,6 +66,9 @@ RECONNECT_MAX_S = 30
 NO_MATCHING_SUBSCRIBERS = 16
 # The largest Maximum Packet Size MQTT 5 can express (a Four Byte Integer).
 MAX_PACKET_SIZE = 2**32 - 1
+# How long an erasure waits for the broker to acknowledge its fan-out to the fleet before answering
+# `"fleet": "pending"` (paho keeps the message and sends it once connected again).
+FLEET_ERASE_WAIT_S = 5.0
 
 
 @dataclass
@@ -90,6 +98,10 @@ class _Reply:
     remaining: int
     # A hand-back (fleet): publish it again when the broker answered "No matching subscribers".
     resend: Any = None
+    # Set once every publish is done (acknowledged or given up): a fleet erasure waits on it.
+    done: threading.Event | None = None
+    # The broker refused a publish (a PUBACK failure code, e.g. the ACL), or paho did not take it.
+    refused: bool = False
 
 
 def broker_address(url: str) -> tuple[str, int, bool, str | None, str | None]:
@@ -156,7 +168,8 @@ class MqttBridge:
         # in paho's thread), so a mid acknowledged "early" is remembered until its publisher registers it.
         self._pub_lock = threading.Condition()
         self._pending: dict[int, _Reply | None] = {}
-        self._early: set[int] = set()
+        # mid -> whether the broker refused it, for PUBACKs that came before their publisher registered.
+        self._early: dict[int, bool] = {}
         self._open_replies = 0
 
         client = make_client(config, config.client_id, manual_ack=True)
@@ -190,6 +203,11 @@ class MqttBridge:
         self._down_since: float | None = time.monotonic()
         self._state_lock = threading.Lock()
         service.health_checks["mqtt"] = self.problem
+        # SUBSCRIBE mid -> its topics, so that a refusal names the right ones.
+        self._subscribing: dict[int, list[str]] = {}
+        self._fleet_erase_refused: str | None = None
+        if self.membership.shared:
+            service.erasure_fan_out = self._fan_out_erasure
 
     # -- life cycle -------------------------------------------------------------------------------
 
@@ -289,7 +307,10 @@ class MqttBridge:
                 self._down_since = time.monotonic()
 
     def problem(self) -> str | None:
-        """Why MQTT is degraded (None when it is not): the broker unreachable or refusing for too long."""
+        """Why MQTT is degraded (None when it is not): the broker unreachable or refusing for too long, or
+        refusing this group member the fleet erasure topic (deploy/mosquitto.acl)."""
+        if self._fleet_erase_refused:
+            return self._fleet_erase_refused
         with self._state_lock:
             since = self._down_since
             state = self.service.transport_status.get("mqtt", "")
@@ -317,6 +338,15 @@ class MqttBridge:
         # Resubscribe on every connect: a broker that lost its state has lost the subscription too (through
         # the fleet membership: `$share/<group>/...` in a group, and not while the daemon must take no work).
         self.membership.connected()
+        if self.membership.shared:
+            # Plain, not shared: every member must erase. noLocal: not our own erasures. A retained
+            # publish there (none should exist: the daemon never retains one) is never replayed.
+            options = SubscribeOptions(qos=1, noLocal=True, retainHandling=SubscribeOptions.RETAIN_DO_NOT_SEND)
+            self._subscribe_with([self.topics.fleet_erase()], options)
+
+    def _subscribe_with(self, topics: list[str], options: SubscribeOptions) -> None:
+        _, mid = self._client.subscribe([(topic, options) for topic in topics])
+        self._subscribing[mid] = topics
 
     def _subscribe(self, topics: list[str], qos: int) -> None:
         """QoS 1: request filters. Retain handling 2: the broker never replays retained requests;
@@ -328,7 +358,7 @@ class MqttBridge:
             options = SubscribeOptions(
                 qos=1, retainAsPublished=True, retainHandling=SubscribeOptions.RETAIN_DO_NOT_SEND
             )
-        self._client.subscribe([(topic, options) for topic in topics])
+        self._subscribe_with(topics, options)
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
         log.warning("MQTT broker %s:%d unreachable; retrying", self._host, self._port)
@@ -347,15 +377,25 @@ class MqttBridge:
     def _on_subscribe(
         self, client: mqtt.Client, userdata: Any, mid: int, reason_codes: list[Any], properties: Any
     ) -> None:
-        for topic, code in zip(self.topics.request_filters(), reason_codes):
-            if code.is_failure:
-                log.error("the broker refused the subscription to %s: %s", topic, code)
+        topics = self._subscribing.pop(mid, None) or list(self.membership.filters)
+        for topic, code in zip(topics, reason_codes):
+            if not code.is_failure:
+                continue
+            log.error("the broker refused the subscription to %s: %s", topic, code)
+            if topic == self.topics.fleet_erase():
+                # Requests are still answered, but erasures asked of other daemons do not reach this one.
+                self._fleet_erase_refused = f"the broker refused the fleet erasure topic {topic}: {code}"
+            else:
                 self._set_state(f"subscription refused: {code}")
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         if self.membership.peer_status(message.topic, message.payload):
             if message.qos > 0:
                 client.ack(message.mid, message.qos)
+            return
+        if message.topic == self.topics.fleet_erase():
+            # Off paho's thread (the store's delete takes a moment); also while stopping: erasure is due.
+            threading.Thread(target=self._erase_for_peer, args=(message,), name="fleet-erase", daemon=True).start()
             return
         self._last_message_at = time.monotonic()
         if not self._accepting:
@@ -369,16 +409,19 @@ class MqttBridge:
     def _on_publish(
         self, client: mqtt.Client, userdata: Any, mid: int, reason_code: Any, properties: Any
     ) -> None:
-        if reason_code.is_failure:
+        refused = bool(reason_code.is_failure)
+        if refused:
             # A refused publish (e.g. the ACL) will not succeed on redelivery either: ack the request.
             log.error("the broker refused a publish (mid %d): %s", mid, reason_code)
         with self._pub_lock:
             if getattr(reason_code, "value", 0) == NO_MATCHING_SUBSCRIBERS:
                 self._nobody.add(mid)
             if mid not in self._pending:
-                self._early.add(mid)
+                self._early[mid] = refused
                 return
             reply = self._pending.pop(mid)
+            if reply is not None and refused:
+                reply.refused = True
         self._acknowledged(mid, reply)
 
     def _acknowledged(self, mid: int, reply: _Reply | None) -> None:
@@ -485,9 +528,9 @@ class MqttBridge:
             return
         if isinstance(payload, dict) and payload.get("command") == ERASE_COMMAND:
             # A kiosk's erasure of a member (docs/web.md): arrives on its own request topic, answered
-            # on its own result topic, like any request of that tree.
+            # on its own result topic, like any request of that tree; in a group, fanned out to the others.
             message.payload = b""
-            self._reply(delivery, answer_json(erase_answer(payload, self.service.erase_member)))
+            self._reply(delivery, answer_json(erase_answer(payload, self.service.erase_everywhere)))
             return
         try:
             request = parse_request(payload if isinstance(payload, dict) else message.payload)
@@ -580,6 +623,61 @@ class MqttBridge:
         log.info("handing a request back to the group (%d bytes)", len(payload))
         self._publish(topic, payload, properties, reply)
 
+    # -- erasure in a fleet (docs/fleet.md "Erasure") ---------------------------------------------
+
+    def _fan_out_erasure(self, member_id: str) -> dict:
+        """Publish a member's erasure to every other daemon of the group (Service.erase_everywhere calls
+        this after erasing here). The id itself travels: each daemon hashes it with its own key. It goes
+        over the same broker connection (TLS, ACL) as the kiosk's own erase command came.
+
+        `fleet`: `sent` (the broker took it for every daemon subscribed now), `pending` (not acknowledged
+        within FLEET_ERASE_WAIT_S, e.g. the broker is away: paho sends it once connected again, while this
+        daemon runs), `refused` (the broker refused it: the ACL). `fleet_offline`: the daemons whose last
+        status says offline, which do not get it (no session keeps it for them)."""
+        body = orjson.dumps({"command": ERASE_COMMAND, "id": member_id, "daemon_id": self.config.daemon_id})
+        properties = Properties(PacketTypes.PUBLISH)
+        properties.ContentType = "application/json"
+        reply = _Reply(request_mid=0, request_qos=0, remaining=1, done=threading.Event())
+        with self._pub_lock:
+            self._open_replies += 1
+        self._publish(self.topics.fleet_erase(), body, properties, reply)
+        del body
+        assert reply.done is not None
+        if not reply.done.wait(FLEET_ERASE_WAIT_S):
+            outcome = "pending"
+        else:
+            outcome = "refused" if reply.refused else "sent"
+        offline = self.membership.peers_offline()
+        metrics.count_fleet_erasure("sent", outcome)
+        log_level = logging.INFO if outcome == "sent" else logging.WARNING
+        log.log(log_level, "fleet erasure of one member %s to the group %s (%d daemon(s) known offline)",
+                outcome, self.config.shared_group, len(offline))
+        return {"fleet": outcome, "fleet_offline": offline}
+
+    def _erase_for_peer(self, message: mqtt.MQTTMessage) -> None:
+        """Another daemon's fan-out: erase the member here too (idempotent). Never logs the id."""
+        try:
+            try:
+                payload: Any = orjson.loads(message.payload)
+            except orjson.JSONDecodeError:
+                payload = None
+            member_id = payload.get("id") if isinstance(payload, dict) else None
+            sender = payload.get("daemon_id") if isinstance(payload, dict) else None
+            if member_problem(member_id) is not None or not isinstance(sender, str) or message.retain:
+                metrics.count_fleet_erasure("received", "unreadable")
+                log.warning("ignored a fleet erasure that is not one (%d bytes)", len(message.payload))
+            elif sender != self.config.daemon_id:  # our own (noLocal keeps it away already)
+                erased = self.service.erase_member(member_id)
+                metrics.count_fleet_erasure("received", "erased")
+                log.info("fleet erasure from daemon %r: %d stored results of one member erased here", sender, erased)
+        except Exception:  # e.g. the store already closed at shutdown; the traceback holds no id
+            metrics.count_fleet_erasure("received", "failed")
+            log.exception("a fleet erasure from another daemon failed here")
+        finally:
+            message.payload = b""
+            if message.qos > 0:
+                self._client.ack(message.mid, message.qos)
+
     def _ack(self, delivery: _Delivery) -> None:
         if delivery.qos > 0:
             self._client.ack(delivery.mid, delivery.qos)
@@ -612,6 +710,8 @@ class MqttBridge:
             info = self._client.publish(topic, body, qos=1, retain=retain, properties=properties)
         except ValueError as exc:  # an invalid ResponseTopic (wildcards) or an oversized payload
             log.warning("cannot publish to %r: %s", topic, exc)
+            if reply is not None:
+                reply.refused = True
             self._reply_part_done(reply)
             return
         if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
@@ -620,12 +720,14 @@ class MqttBridge:
             if reply is not None:
                 with self._pub_lock:
                     reply.request_qos = 0
+                    reply.refused = True
             self._reply_part_done(reply)
             return
         # NO_CONN: paho keeps QoS 1 messages and sends them after the reconnect.
         with self._pub_lock:
             if info.mid in self._early:
-                self._early.discard(info.mid)
+                if self._early.pop(info.mid) and reply is not None:
+                    reply.refused = True
                 done = True
             else:
                 self._pending[info.mid] = reply
@@ -642,5 +744,7 @@ class MqttBridge:
                 return
             self._open_replies -= 1
             self._pub_lock.notify_all()
+        if reply.done is not None:
+            reply.done.set()
         if reply.request_qos > 0:
             self._client.ack(reply.request_mid, reply.request_qos)

@@ -70,6 +70,8 @@ class Service:
         self.transport_status: dict[str, str] = {}
         # name -> a check that says why the daemon is degraded (None when it is not), for /healthz.
         self.health_checks: dict[str, Callable[[], str | None]] = {}
+        # In a shared group, the MQTT bridge's fan-out of an erasure to the other daemons (docs/fleet.md).
+        self.erasure_fan_out: Callable[[str], dict] | None = None
         self._purge_stop = threading.Event()
         self._purge_thread: threading.Thread | None = None
         from daemon.capture.manager import CaptureManager  # late: capture imports this module's types
@@ -143,6 +145,15 @@ class Service:
         erased = self.store.erase_member(self.keys.member_hash(member_id))
         log.info("erased %d stored results of one member", erased)  # never the id: it is an e-mail
         return erased
+
+    def erase_everywhere(self, member_id: str) -> dict:
+        """An erasure asked of this daemon (HTTP DELETE /members/<id>, the kiosks' MQTT `erase`): here, and
+        in a shared group on every other daemon too. `{"erased": N}` (this daemon's count), plus in a group
+        what the fan-out did (`fleet`, `fleet_offline`: daemon/mqtt.py)."""
+        result = {"erased": self.erase_member(member_id)}
+        if self.erasure_fan_out is not None:
+            result.update(self.erasure_fan_out(member_id))
+        return result
 
     def submit(self, request: AnalyzeRequest) -> Future:
         """A future of the answer dict; it raises AnalysisError for a request that cannot be answered.

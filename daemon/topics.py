@@ -8,6 +8,8 @@ Two trees share the prefix (README, "MQTT"):
   error/<kiosk>                           error                    errors without a usable uuid
   reply/<kiosk>/...                       reply/...                where an MQTT 5 ResponseTopic may point
   status/<daemon id>                                               retained online / offline
+  fleet/erase                                                      daemons only: a member's erasure, fanned
+                                                                   out to every daemon of a shared group
 
 <kiosk> is the kiosk's broker username, so the broker's ACL (`pattern write <prefix>/request/%u`,
 `pattern read <prefix>/result/%u/#`) decides who may publish and read there: a kiosk cannot read
@@ -81,3 +83,9 @@ class Topics:
 
     def status(self, daemon_id: str) -> str:
         return f"{self.prefix}/status/{daemon_id}"
+
+    def fleet_erase(self) -> str:
+        """Daemon to daemon: a member's erasure, published by the daemon that was asked to every other
+        daemon of a shared group (docs/fleet.md "Erasure"). The ACL lets daemon users read and write it, and
+        no kiosk: a kiosk erases through its own request tree."""
+        return f"{self.prefix}/fleet/erase"

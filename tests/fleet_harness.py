@@ -14,6 +14,7 @@ import threading
 import time
 import uuid as uuidlib
 from pathlib import Path
+from urllib.parse import quote
 
 import httpx
 import orjson
@@ -35,6 +36,32 @@ def photo_pairs() -> list[tuple[bytes, bytes]]:
             raise FileNotFoundError(f"test photos missing: {front} (they are read from ../shared/testdata)")
         pairs.append((front.read_bytes(), side.read_bytes()))
     return pairs
+
+
+def member_visits(http_port: int, member: str) -> list[str]:
+    """The uuids one daemon's own store holds for a member, read through its HTTP API (its own key)."""
+    response = httpx.get(f"http://127.0.0.1:{http_port}/members/{quote(member, safe='')}/history",
+                         headers={"Accept": "application/json"}, timeout=10)
+    assert response.status_code == 200, response.text
+    return [visit["uuid"] for visit in response.json()["visits"]]
+
+
+def analyse_until_every_daemon_holds(client, http_ports: list[int], member: str, tag: str,
+                                     most: int = 8) -> None:
+    """Analyses of `member` through the kiosk `client` (a daemon.fleet.client.KioskClient) until each
+    daemon's store holds at least one (the broker's round robin: usually two requests)."""
+    from daemon.fleet.client import request_payload
+
+    pairs = photo_pairs()
+    for index in range(most):
+        front, side = pairs[index % len(pairs)]
+        uuid = f"{tag}-{index}-{uuidlib.uuid4().hex[:6]}"
+        answer = client.request(request_payload(front, side, user_id=member, uuid=uuid, height=170),
+                                timeout_s=60, attempts=1)
+        assert answer["state"] == 0, answer.get("data")
+        if all(member_visits(port, member) for port in http_ports):
+            return
+    raise AssertionError(f"after {most} analyses not every daemon holds one of the member's results")
 
 
 class FleetDaemon:

@@ -305,3 +305,75 @@ def test_fleet_mosquitto_config_starts(tmp_path):
     finally:
         process.terminate()
         process.wait(10)
+
+
+# -- erasure in a fleet (docs/fleet.md "Erasure") -------------------------------------------------
+
+
+def _store_uuids(daemon) -> list[str]:
+    """Every uuid in the daemon's SQLite file (read beside the running daemon: WAL allows it)."""
+    import sqlite3
+
+    path = daemon.config_path.with_suffix(".sqlite3")
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+        return sorted(row[0] for row in db.execute("SELECT uuid FROM results"))
+
+
+@pytest.mark.broker
+def test_an_erasure_asked_of_one_daemon_reaches_every_daemon_of_the_group(tmp_path):
+    """Two daemons in one group, each holding results of the same member (its own store, its own key):
+    one MQTT erase command from a kiosk (the broker hands it to one daemon) empties both stores; so does an
+    HTTP DELETE on one daemon. Someone else's results stay; the id is in no daemon's log."""
+    import httpx
+    from fleet_harness import analyse_until_every_daemon_holds, member_visits
+
+    member, other = "Fleet.Member@Example.com", "someone-else@example.com"
+    with Fleet(tmp_path, *SHARED_BROKER, size=2) as fleet:
+        ports = [d.http_port for d in fleet.daemons]
+        with KioskClient(fleet.url, fleet.prefix, kiosk="kiosk-01") as client:
+            analyse_until_every_daemon_holds(client, ports, other, "keep")
+            kept = {d.daemon_id: _store_uuids(d) for d in fleet.daemons}
+
+            analyse_until_every_daemon_holds(client, ports, member, "mq")
+            held = {d.daemon_id: len(member_visits(d.http_port, member)) for d in fleet.daemons}
+            answer = client.request({"command": "erase", "uuid": f"erase-{uuidlib.uuid4().hex[:8]}",
+                                     "id": member.upper()}, timeout_s=30, attempts=1)
+            # `erased`: the answering daemon's own count; `fleet`: the others were told.
+            assert answer["state"] == 0 and answer["command"] == "erase", answer
+            assert answer["fleet"] == "sent" and answer["fleet_offline"] == []
+            assert answer["erased"] in held.values()
+            wait_until(lambda: not any(member_visits(port, member) for port in ports), 10,
+                       "every daemon to erase the member")
+
+            analyse_until_every_daemon_holds(client, ports, member, "http")
+        first = fleet.daemons[0]
+        held_here = len(member_visits(first.http_port, member))
+        response = httpx.delete(f"http://127.0.0.1:{first.http_port}/members/{member}", timeout=30)
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["erased"] == held_here
+        assert body["fleet"] == "sent" and body["fleet_offline"] == []
+        wait_until(lambda: not any(member_visits(port, member) for port in ports), 10,
+                   "every daemon to erase the member after the HTTP DELETE")
+
+        # The store files hold nothing of the member: only someone else's results are left.
+        for daemon in fleet.daemons:
+            assert _store_uuids(daemon) == kept[daemon.daemon_id]
+            assert kept[daemon.daemon_id], "each daemon held someone else's result too"
+        metrics = {d.daemon_id: httpx.get(f"http://127.0.0.1:{d.http_port}/metrics", timeout=5).text
+                   for d in fleet.daemons}
+    for daemon in fleet.daemons:
+        log = daemon.log().lower()
+        assert member.lower() not in log, "a member id reached a daemon's log"
+    # Two fan-outs in all (one per erasure), each received by the other daemon.
+    sent = sum(_counter(text, 'skeleton_fleet_erasures_total{direction="sent",outcome="sent"}') for text in metrics.values())
+    received = sum(_counter(text, 'skeleton_fleet_erasures_total{direction="received",outcome="erased"}')
+                   for text in metrics.values())
+    assert (sent, received) == (2, 2)
+
+
+def _counter(text: str, name: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    return 0.0

@@ -141,12 +141,18 @@ def test_the_erase_command_answers_with_the_count_or_a_seed_shaped_error():
 
     erased: list[str] = []
 
-    def erase(member_id: str) -> int:
+    def erase(member_id: str) -> dict:
         erased.append(member_id)
-        return 3
+        return {"erased": 3}
 
     answer = erase_answer({"command": "erase", "uuid": "e-1", "id": EMAIL}, erase)
     assert answer == {"uuid": "e-1", "state": 0, "command": "erase", "data": {"state": 0}, "erased": 3}
+    # In a shared group Service.erase_everywhere adds what the fan-out did; the answer carries it as is.
+    fleet = erase_answer({"command": "erase", "uuid": "e-3", "id": EMAIL},
+                         lambda member_id: {"erased": 1, "fleet": "sent", "fleet_offline": ["d3"]})
+    assert (fleet["erased"], fleet["fleet"], fleet["fleet_offline"]) == (1, "sent", ["d3"])
+    erased.clear()
+    erase_answer({"command": "erase", "uuid": "e-1", "id": EMAIL}, erase)
     assert erased == [EMAIL]
     for bad in (None, "", "   ", 5, "x" * 321):
         refused = erase_answer({"command": "erase", "uuid": "e-2", "id": bad}, erase)

@@ -520,3 +520,66 @@ def test_compose_broker_publishes_only_tls_and_the_documented_certificates_work(
         kiosk.close()
         daemon_side.close()
         broker.stop()
+
+
+# -- erasure in a fleet: daemons only on fleet/erase ------------------------------------------------
+
+
+def test_only_daemons_use_the_fleet_erase_topic_broker_enforced(tmp_path):
+    """deploy/mosquitto.acl with two daemons (user skeletond) in one group and kiosk-a: kiosk-a's publish on
+    fleet/erase is refused by the broker and erases nothing; its own erase command through its request
+    tree erases the member on both daemons, and the fan-out (the member id in clear) never reaches the
+    kiosk, though it subscribed to fleet/#."""
+    from fleet_harness import analyse_until_every_daemon_holds, member_visits
+
+    from daemon.fleet.client import KioskClient
+
+    broker = _acl_broker(tmp_path, {"skeletond": "daemon-secret", "kiosk-a": "secret-a"})
+    fleet_topic = f"{PREFIX}/fleet/erase"
+    spy = Kiosk("127.0.0.1", broker.port, PREFIX, (f"{PREFIX}/fleet/#",), username="kiosk-a", password="secret-a")
+    pubacks: dict[int, object] = {}
+    spy.client.on_publish = lambda client, userdata, mid, reason_code, properties: pubacks.update({mid: reason_code})
+    daemons = []
+    for name in ("d1", "d2"):
+        (tmp_path / name).mkdir()
+        daemons.append(Daemon(
+            tmp_path / name, "127.0.0.1", broker.port, PREFIX,
+            mqtt_extra='username = "skeletond"\npassword = "daemon-secret"\nshared_group = "acl-fleet"\n',
+            extra_sections='[models]\nlandmark = "lite"\n[pipeline]\nflip_test = false\nannotated_max_side = 320\n',
+        ))
+    member = "acl.member@example.com"
+    try:
+        for daemon in daemons:
+            daemon.start()
+        ports = [daemon.http_port for daemon in daemons]
+        with KioskClient(f"mqtt://127.0.0.1:{broker.port}", PREFIX, kiosk="kiosk-a", username="kiosk-a",
+                         password="secret-a") as client:
+            analyse_until_every_daemon_holds(client, ports, member, "acl")
+            held = [member_visits(port, member) for port in ports]
+
+            # Forged: a kiosk publishing the daemons' fan-out itself. Mosquitto answers MQTT 5 with
+            # "Not authorized" and delivers it to nobody.
+            forged = orjson.dumps({"command": "erase", "id": member, "daemon_id": "forged"})
+            info = spy.client.publish(fleet_topic, forged, qos=1)
+            wait_until(lambda: info.mid in pubacks, 10, "the broker's answer to the forged fan-out")
+            assert pubacks[info.mid].is_failure and pubacks[info.mid].value == 135, pubacks[info.mid]
+            time.sleep(1.0)
+            assert [member_visits(port, member) for port in ports] == held, "a kiosk erased through fleet/"
+
+            answer = client.request({"command": "erase", "uuid": f"acl-erase-{uuidlib.uuid4().hex[:6]}",
+                                     "id": member}, timeout_s=30, attempts=1)
+            assert answer["state"] == 0 and answer["fleet"] == "sent", answer
+            wait_until(lambda: not any(member_visits(port, member) for port in ports), 10,
+                       "both daemons to erase the member")
+        time.sleep(0.5)
+        assert not [m for m in spy.messages if "/fleet/" in m.topic], "a kiosk read the fleet erasure topic"
+        for daemon in daemons:
+            health = httpx.get(f"http://127.0.0.1:{daemon.http_port}/healthz", timeout=5).json()
+            assert health["status"] == "ok", health  # the daemons' subscription to fleet/erase was granted
+    finally:
+        for daemon in daemons:
+            daemon.close()
+        spy.close()
+        broker.stop()
+    for daemon in daemons:
+        assert member not in daemon.log().lower()

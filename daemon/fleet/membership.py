@@ -22,7 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
-from daemon.fleet.status import TAKING_WORK, DaemonStatus, now_iso, parse_status, status_json
+from daemon.fleet.status import STATES, TAKING_WORK, DaemonStatus, now_iso, parse_status, status_json
 
 log = logging.getLogger(__name__)
 
@@ -163,6 +163,13 @@ class Membership:
             # Decide again now: two members that left at once see each other leave and come back.
             self._wake.set()
         return True
+
+    def peers_offline(self) -> list[str]:
+        """The other daemons whose last status says they are not connected (`offline`, or unreadable): a
+        fleet erasure published now does not reach them (clean sessions keep nothing for them)."""
+        with self._lock:
+            return sorted(daemon_id for daemon_id, status in self._peers.items() if status.state not in STATES
+                          or status.state == "offline")
 
     def answered(self, error_kind: str | None) -> None:
         """One request answered (a result or an error)."""

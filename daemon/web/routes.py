@@ -6,7 +6,7 @@ GET    /report/{uuid}            one report (HTML); ?lang=en|ko; ?t=<signed link
 GET    /report/{uuid}/link       a signed, expiring link to that report and its QR code (JSON)
 GET    /members/{id}/history     every visit of a member, trends, two visits compared (HTML, or JSON
                                  when Accept asks for application/json)
-DELETE /members/{id}             erasure: every stored result of that member
+DELETE /members/{id}             erasure: every stored result of that member (in a fleet: on every daemon)
 GET    /web/static/...           the kiosk's script and the pages' style sheets
 
 Access and path parameters: checked as for GET /results (`results_access` of daemon/http.py): open on
@@ -102,8 +102,8 @@ def web_routes(service: Service, config: Config, results_access: ResultsAccess) 
         member_id, refusal = results_access(request, "member_id")
         if refusal is not None:
             return refusal
-        removed = await run_in_threadpool(service.erase_member, member_id)
-        return _json({"erased": removed})
+        # In a shared group the other daemons erase too (docs/fleet.md "Erasure").
+        return _json(await run_in_threadpool(service.erase_everywhere, member_id))
 
     return [
         Route("/kiosk", kiosk, methods=["GET"]),
