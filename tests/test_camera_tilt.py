@@ -147,7 +147,7 @@ def test_rolled_measures_within_resampling_noise(backend, line_results):
     2026-12-04); the median is held to 0.5 degrees above."""
     noise, turned_off = [], []
     for name, by_roll in line_results.items():
-        tilt, reference, _ = by_roll[0.0]
+        _, reference, _ = by_roll[0.0]
         image = turned(read("side", f"{name}.jpg"), 0.0)
         for dx, dy in ((0.5, 0.0), (0.0, 0.5)):
             _, shifted, _ = _levelled_side(backend, _shifted(image, dx, dy))
@@ -201,6 +201,25 @@ def test_leveling_is_exact(backend, pair):
                 assert statistics.median(moved) == pytest.approx(abs(roll), abs=0.3), (pair, moved)
 
 
+def measure_shifts(answer: dict, level: dict, label: tuple) -> list[float]:
+    """|answer - level| of every measure both answers give, each held to SINGLE_TOLERANCE_DEG."""
+    shifts = []
+    for name in (*FRONT_KEYS, *SIDE_KEYS):
+        a, b = answer["measures"][name]["value"], level["measures"][name]["value"]
+        if a is not None and b is not None:
+            assert abs(a - b) <= SINGLE_TOLERANCE_DEG, (*label, name, a, b)
+            shifts.append(abs(a - b))
+    return shifts
+
+
+def front_line_shifts(answer: dict, level: dict) -> list[float]:
+    """How far the front lines of `answer` lie from the level pair's (what an uncorrected roll moves)."""
+    return [
+        abs(answer["measures"][n]["value"] - level["measures"][n]["value"]) for n in FRONT_LINES
+        if level["measures"][n]["value"] is not None and answer["measures"][n]["value"] is not None
+    ]
+
+
 def _answer(analyzer, front: bytes, side: bytes, kiosk: str | None = None) -> dict:
     return analyzer.analyze(AnalyzeRequest(id="t", uuid="u", front_image=front, side_image=side, kiosk=kiosk))
 
@@ -241,17 +260,9 @@ def test_kiosk_roll_applied_in_the_answer(analyzer, rolled_kiosks):
                 assert tilt["source"] == "kiosk" and tilt["applied"] and tilt["roll_deg"] == pytest.approx(roll)
             # The installer was warned at calibration; the member is not asked to level a fixed camera.
             assert not any("The camera was" in message for message in answer["message"])
-            for name in (*FRONT_KEYS, *SIDE_KEYS):
-                a, b = answer["measures"][name]["value"], level["measures"][name]["value"]
-                if a is not None and b is not None:
-                    assert abs(a - b) <= SINGLE_TOLERANCE_DEG, (pair, roll, name, a, b)
-                    corrected.append(abs(a - b))
+            corrected += measure_shifts(answer, level, (pair, roll))
             if roll == 2.0:
-                unlevelled = _answer(analyzer, *images, "rolled_+0")
-                uncorrected += [
-                    abs(unlevelled["measures"][n]["value"] - level["measures"][n]["value"]) for n in FRONT_LINES
-                    if level["measures"][n]["value"] is not None and unlevelled["measures"][n]["value"] is not None
-                ]
+                uncorrected += front_line_shifts(_answer(analyzer, *images, "rolled_+0"), level)
     assert statistics.median(corrected) <= MEDIAN_TOLERANCE_DEG, corrected
     assert statistics.median(uncorrected) >= 1.5, uncorrected
 

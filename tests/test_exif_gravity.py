@@ -22,12 +22,11 @@ import cv2
 import numpy as np
 import pytest
 from photo_poses import read
-from test_camera_tilt import FRONT_LINES, MEDIAN_TOLERANCE_DEG, SINGLE_TOLERANCE_DEG, _answer, _jpeg, turned
+from test_camera_tilt import MEDIAN_TOLERANCE_DEG, _answer, _jpeg, front_line_shifts, measure_shifts, turned
 
 from calibration.gravity import apple_acceleration, exif_tilt
 from calibration.placement import camera_up_vector
 from daemon import guidance
-from daemon.measures import FRONT_KEYS, SIDE_KEYS
 
 # Core Motion's X (right edge), Y (top edge), Z (out of the screen) in the upright photo's camera frame,
 # for the back camera, by how the phone is held for each EXIF orientation.
@@ -266,16 +265,9 @@ def test_exif_roll_applied_in_the_answer(analyzer):
                 assert tilt["roll_deg"] == pytest.approx(roll, abs=0.1)
                 assert tilt["pitch_deg"] == pytest.approx(3.0, abs=0.1)
             assert any("tilted by" in message for message in answer["message"]), answer["message"]
-            for name in (*FRONT_KEYS, *SIDE_KEYS):
-                a, b = answer["measures"][name]["value"], level["measures"][name]["value"]
-                if a is not None and b is not None:
-                    assert abs(a - b) <= SINGLE_TOLERANCE_DEG, (pair, roll, name, a, b)
-                    corrected.append(abs(a - b))
+            corrected += measure_shifts(answer, level, (pair, roll))
             if roll == 2.0:
                 unlevelled = _answer(analyzer, phone_jpeg(front_turned, 0.0, 3.0, 6), phone_jpeg(side_turned, 0.0, 3.0, 1))
-                uncorrected += [
-                    abs(unlevelled["measures"][n]["value"] - level["measures"][n]["value"]) for n in FRONT_LINES
-                    if level["measures"][n]["value"] is not None and unlevelled["measures"][n]["value"] is not None
-                ]
+                uncorrected += front_line_shifts(unlevelled, level)
     assert statistics.median(corrected) <= MEDIAN_TOLERANCE_DEG, corrected
     assert statistics.median(uncorrected) >= 1.5, uncorrected

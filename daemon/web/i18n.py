@@ -251,8 +251,8 @@ _PATTERN_KO = [
      "카메라가 {0}도 기울어져 있어 측정값을 보정했습니다. 카메라를 수평으로 들어 주세요."),
     (re.compile(r"^The camera was pointed ([0-9]+) degrees (down|up); the tilt measures may read a lean that is not there\. "
                 r"Hold the camera at hip height, pointed straight ahead\.$"),
-     "카메라가 {0}도 {1} 향해 있었습니다. 기울기 측정값에 실제로 없는 기울어짐이 나타날 수 있습니다. "
-     "카메라를 엉덩이 높이에서 정면을 향하게 들어 주세요."),
+     ("카메라가 {0}도 {1} 향해 있었습니다. 기울기 측정값에 실제로 없는 기울어짐이 나타날 수 있습니다. "
+      "카메라를 엉덩이 높이에서 정면을 향하게 들어 주세요.")),
     (re.compile(r"^The target has their back to the camera; the (front|side) photo must show the (front|side)\.$"),
      "등이 카메라를 향해 있습니다. {0} 사진에는 {1}이 찍혀야 합니다."),
     (re.compile(r"^The target is facing the camera; the side photo must show the side\.$"),
