@@ -221,9 +221,11 @@ def detect(backend: Backend, image_bgr: np.ndarray, min_score: float, symmetric:
     return detections
 
 
-def detect_tiles(backend: Backend, image_bgr: np.ndarray, min_score: float, symmetric: bool = False) -> list[Detection]:
+def detect_tiles(backend: Backend, image_bgr: np.ndarray, min_score: float, symmetric: bool = False,
+                 roll_deg: float = 0.0) -> list[Detection]:
     """People found by looking at overlapping tiles of the photo (FAR_TILE_*), in photo pixels, best score
-    first; a person seen in several tiles is kept once (the best-scoring sighting)."""
+    first; a person seen in several tiles is kept once (the best-scoring sighting). roll_deg: each tile
+    seen level, as in detect."""
     height, width = image_bgr.shape[:2]
     tile_w, tile_h = round(width * FAR_TILE_FRACTION), round(height * FAR_TILE_FRACTION)
     found: list[Detection] = []
@@ -231,7 +233,7 @@ def detect_tiles(backend: Backend, image_bgr: np.ndarray, min_score: float, symm
         for x0 in np.linspace(0, width - tile_w, FAR_TILE_STEPS).round().astype(int):
             tile = image_bgr[y0:y0 + tile_h, x0:x0 + tile_w]
             offset = np.array([x0, y0], np.float64)
-            for detection in detect(backend, tile, min_score, symmetric):
+            for detection in detect(backend, tile, min_score, symmetric, roll_deg):
                 found.append(Detection(
                     detection.score, detection.box_px + np.tile(offset, 2), detection.keypoints_px + offset,
                 ))
@@ -513,7 +515,7 @@ def estimate(backend: Backend, image_bgr: np.ndarray, *, min_score: float = 0.5,
     if not people:
         # Nobody at the first look: a closer look, tile by tile, for someone standing far off.
         tiles_started = time.perf_counter()
-        detections = detect_tiles(backend, image_bgr, min_score, symmetric=flip_test)
+        detections = detect_tiles(backend, image_bgr, min_score, symmetric=flip_test, roll_deg=roll_deg or 0.0)
         detect_seconds += time.perf_counter() - tiles_started
         landmarks_started = time.perf_counter()
         people = _landmarks(backend, image_bgr, detections, min_presence, flip_test, photo_size, pixel_scale)

@@ -92,3 +92,20 @@ def test_far_pair_is_analysed_and_told_to_come_closer(analyzer, backend):
     assert "In the Side image, The target is too far." in answer["message"]
     assert len(answer["pose2df1"]) == 1 and len(answer["pose2ds3"]) == 1
     assert any(m["value"] is not None for m in answer["measures"].values())
+
+
+def test_far_person_in_a_rolled_photo(backend):
+    """A far-off person photographed by a camera rolled by a known angle (a kiosk's placement): the tiles
+    look at the photo level too, and find them where the unrolled photo's person is, turned."""
+    from test_camera_tilt import turned
+
+    _, photo, _, _ = _far_case(backend, "front", "fitlens_p3_front.jpg", 0.2, "portrait")
+    level = estimate(backend, photo).main
+    rolled = turned(photo, 4.0, zoom=False)
+    poses = pose.estimate(backend, np.ascontiguousarray(rolled), flip_test=True, roll_deg=4.0)
+    assert len(poses.people) == 1
+    height, width = photo.shape[:2]
+    matrix = cv2.getRotationMatrix2D(((width - 1) / 2, (height - 1) / 2), -4.0, 1.0)
+    expected = level.keypoints_px @ matrix[:, :2].T + matrix[:, 2]
+    errors = np.linalg.norm(poses.main.keypoints_px - expected, axis=1)
+    assert float(np.median(errors)) <= 0.02 * 0.2 * height, float(np.median(errors))
