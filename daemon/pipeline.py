@@ -335,7 +335,7 @@ def relevel_roll(tilt: CameraTilt, min_roll_deg: float) -> float | None:
     rolled photo gets slightly other landmarks than the level one, beyond what taking the roll out of
     them (measure_level) can undo. A second pass with the detector seeing the photo level (pose.estimate
     roll_deg) brings the measures of photos turned by 1-4 degrees closer to the level photo's (median
-    0.40 -> 0.29 degrees; docs/measures.md). Only for a confident roll read from the photo's lines of
+    0.40 -> 0.30 degrees; docs/measures.md). Only for a confident roll read from the photo's lines of
     at least `min_roll_deg` (pipeline.relevel_min_roll_deg): a kiosk's roll is known before the photo
     is looked at and was given to the first pass already.
     """
