@@ -25,7 +25,8 @@ from engines import calibration_set
 logger = logging.getLogger(__name__)
 
 # Bump when the recipe below changes (calibration set, method, float layers): the int8 files are redone.
-QUANTIZATION_REVISION = 1
+# 2: the landmark calibration crops are cut as the pipeline now cuts them (area-averaged, pose.landmark_input).
+QUANTIZATION_REVISION = 2
 CALIBRATION_SEED = 15
 CALIBRATION_DRAWINGS = 24  # each gives the detector 2 inputs and the landmark model 2 + 2 jittered crops
 CALIBRATION_METHOD = "MinMax"
