@@ -28,9 +28,15 @@ from engines.onnx_spec import read_model_spec
 
 
 def make_fakes(
-    compute: Callable[[np.ndarray], dict[str, np.ndarray]], version: str = "10.3.0", real: Any = None
+    compute: Callable[[np.ndarray], dict[str, np.ndarray]], version: str = "10.3.0", real: Any = None,
+    device_io: Any = None,
 ):
-    """(trt, cuda, state): `compute` maps the input batch to the model's outputs."""
+    """(trt, cuda, state): `compute` maps the input batch to the model's outputs.
+
+    device_io: the real `pycuda.driver`, for a run on a real GPU with only TensorRT played: the stand-in
+    engine then reads its input from, and writes its outputs to, the real device memory bound with
+    set_tensor_address, and "a current context" means a real current CUDA context (the returned `cuda`
+    stand-in is then not used)."""
     major = tensorrt_major(version)
     state = types.SimpleNamespace(builds=0, context_stack=[], contexts_alive=0, executions=0, device_memory={})
     addresses = itertools.count(0x1000, 0x1000)
@@ -96,6 +102,9 @@ def make_fakes(
             pass
 
     def require_context() -> None:
+        if device_io is not None:
+            assert device_io.Context.get_current() is not None, "CUDA call without a current context"
+            return
         assert state.context_stack, "CUDA call without a current context"
 
     def mem_alloc(nbytes: int) -> DeviceAllocation:
@@ -261,6 +270,15 @@ def make_fakes(
             state.executions += 1
             (input_spec,) = self.engine.spec.inputs
             shape = self.input_shapes[input_spec.name]
+            if device_io is not None:
+                # Synchronous copies on the legacy default stream: they wait for the backend's stream
+                # (a blocking stream), as a real engine's kernels on that stream would come after its
+                # H2D copy; the backend's D2H copies, queued after this call, see what is written here.
+                x = np.empty(shape, np.float32)
+                device_io.memcpy_dtoh(x, self.addresses[input_spec.name])
+                for name, value in compute(x).items():
+                    device_io.memcpy_htod(self.addresses[name], np.ascontiguousarray(value, np.float32))
+                return True
             memory = state.device_memory[self.addresses[input_spec.name]].memory
             x = memory[: int(np.prod(shape)) * 4].view(np.float32).reshape(shape)
             for name, value in compute(x).items():

@@ -480,6 +480,60 @@ def test_backend_builds_caches_and_runs_through_pinned_buffers(
     assert fake_gpu.builds == 1 and "cached" in caplog.text
 
 
+def _real_cuda_reason() -> str | None:
+    """Why the backend's CUDA side cannot be run for real here (pycuda and a CUDA device), or None."""
+    try:
+        import pycuda.driver as real_cuda
+    except Exception as exc:  # noqa: BLE001 - any import failure means no real CUDA here
+        return f"module pycuda not importable ({exc})"
+    try:
+        real_cuda.init()
+        count = real_cuda.Device.count()
+    except real_cuda.Error as exc:
+        return f"CUDA driver not usable ({exc})"
+    return None if count > 0 else "no CUDA device"
+
+
+REAL_CUDA_MISSING = _real_cuda_reason()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(REAL_CUDA_MISSING is not None, reason=f"needs pycuda with a CUDA device: {REAL_CUDA_MISSING}")
+def test_backend_cuda_side_on_a_real_gpu(tmp_path: Path, landmark_onnx: Path, monkeypatch) -> None:
+    """The backend's own CUDA code on a real GPU through real pycuda (context made, popped, pushed per call
+    and detached; page-locked host buffers; device buffers bound by address; async copies on one stream;
+    chunks over max_batch; a call from another thread), with only TensorRT played by the stand-in, whose
+    engine computes the tiny test model from the real device memory. Where TensorRT itself is installed,
+    test_fp16_engine_matches_onnxruntime and the other GPU tests run the real engines."""
+    import pycuda.driver as real_cuda
+
+    fake_trt, _, state = make_fakes(expected_outputs, device_io=real_cuda)
+    monkeypatch.setattr(trt_backend, "trt", fake_trt)
+    monkeypatch.setattr(trt_backend, "cuda", real_cuda)
+    monkeypatch.setattr(trt_backend, "_trt_logger", None)
+    config = EngineConfig(backend="tensorrt", engine_dir=tmp_path / "engines", max_batch=4)
+    backend = trt_backend.TensorRTBackend({"landmark": landmark_onnx}, config)
+    assert real_cuda.Context.get_current() is None, "the CUDA context must be popped after construction"
+    pinned = backend._engines["landmark"].buffers["input_1"].host
+    assert type(pinned.base).__name__ == "HostAllocation", "the input buffer is not page-locked"
+    x = RNG.random((2, 256, 256, 3), dtype=np.float32)
+    out = backend.run("landmark", {"input_1": x})
+    for name, want in expected_outputs(x).items():
+        np.testing.assert_allclose(out[name], want, rtol=1e-5, atol=1e-6)
+    x6 = RNG.random((6, 256, 256, 3), dtype=np.float32)  # over max_batch: two chunks
+    out6 = backend.run("landmark", {"input_1": x6})
+    assert state.executions == 3
+    for name, want in expected_outputs(x6).items():
+        np.testing.assert_allclose(out6[name], want, rtol=1e-5, atol=1e-6)
+    results: list[dict] = []
+    worker = threading.Thread(target=lambda: results.append(backend.run("landmark", {"input_1": x})))
+    worker.start()
+    worker.join()
+    np.testing.assert_array_equal(results[0]["Identity"], out["Identity"])
+    backend.close()
+    assert real_cuda.Context.get_current() is None
+
+
 def test_backend_rebuilds_on_changed_key_and_unreadable_plan(
     tmp_path: Path, landmark_onnx: Path, fake_gpu, caplog: pytest.LogCaptureFixture
 ) -> None:
