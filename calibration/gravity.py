@@ -27,18 +27,15 @@ Bad, truncated or hostile EXIF never raises: it gives None, like a file that rec
 
 from __future__ import annotations
 
-import io
-import logging
 import math
 import struct
+from collections.abc import Mapping
 from typing import Any
 
+from calibration.intrinsics import exif_tags
 from calibration.roll import CameraTilt
 
-logger = logging.getLogger(__name__)
-
 SOURCE = "exif"
-EXIF_IFD = 0x8769
 TAG_ORIENTATION = 0x0112
 TAG_MAKER_NOTE = 0x927C
 TAG_LENS_MODEL = 0xA434
@@ -124,52 +121,39 @@ def tilt_from_up(up: tuple[float, float, float]) -> tuple[float | None, float]:
     return math.degrees(math.atan2(x, -y)), pitch
 
 
-def _exif(data: bytes) -> tuple[dict[int, Any], dict[int, Any]] | None:
-    """(IFD0, EXIF sub-IFD) of a JPEG's bytes, or None when it is no JPEG or carries no EXIF."""
-    from PIL import Image
-
-    try:
-        with Image.open(io.BytesIO(bytes(data))) as image:
-            if image.format not in ("JPEG", "MPO"):
-                return None
-            exif = image.getexif()
-            ifd0 = dict(exif.items())
-            sub = dict(exif.get_ifd(EXIF_IFD))
-    except Exception as exc:  # noqa: BLE001 - a broken header just records no usable gravity
-        logger.debug("EXIF unreadable for gravity: %s", type(exc).__name__)
-        return None
-    return ifd0, sub
-
-
-def _orientation(ifd0: dict[int, Any]) -> int:
+def _orientation(tags: Mapping[int, Any]) -> int:
     """The EXIF orientation as daemon/imageio.probe reads it (outside 1-8: 1)."""
     try:
-        value = int(ifd0.get(TAG_ORIENTATION, 1))
+        value = int(tags.get(TAG_ORIENTATION, 1))
     except (TypeError, ValueError):
         return 1
     return value if 1 <= value <= 8 else 1
 
 
-def exif_tilt(data: bytes) -> CameraTilt | None:
+def exif_tilt(source: bytes | Mapping[int, Any], image_format: str | None = None) -> CameraTilt | None:
     """The camera's roll and pitch from the gravity a JPEG records (source "exif"), or None when it
     records none (or its EXIF cannot be read).
 
+    source: the photo's bytes, or its EXIF tags already read (daemon/imageio.Decoded.exif, flattened as
+    calibration/intrinsics.exif_tags does) with the photo's format in `image_format`. Only JPEG (and MPO,
+    a JPEG with a second image) is read: the axes are verified for the JPEGs an iPhone writes.
     Recorded but unusable gravity (a mirrored or front-camera photo, a phone that was moving, or one
     pointing nearly straight down or up) gives a CameraTilt without a roll, with the reason in `note`.
     `applied` is left False: the caller decides.
     """
-    found = _exif(data)
-    if found is None:
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        image_format = "JPEG" if bytes(source[:3]) == b"\xff\xd8\xff" else "other"
+    if image_format not in ("JPEG", "MPO"):
         return None
-    ifd0, sub = found
-    maker_note = sub.get(TAG_MAKER_NOTE)
+    tags = exif_tags(source)
+    maker_note = tags.get(TAG_MAKER_NOTE)
     if not isinstance(maker_note, (bytes, bytearray)):
         return None
     acceleration = apple_acceleration(bytes(maker_note))
     if acceleration is None:
         return None
-    orientation = _orientation(ifd0)
-    lens = sub.get(TAG_LENS_MODEL)
+    orientation = _orientation(tags)
+    lens = tags.get(TAG_LENS_MODEL)
     if isinstance(lens, bytes):
         lens = lens.decode("ascii", "replace")
     if isinstance(lens, str) and "front" in lens.lower():

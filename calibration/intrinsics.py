@@ -313,8 +313,11 @@ def default_intrinsics(image_size: tuple[int, int], vfov_deg: float) -> Intrinsi
     )
 
 
-def _exif_tags(exif_source: Any) -> dict[int, Any]:
-    """Flatten the EXIF sub-IFD and IFD0 of bytes / a PIL image / a PIL Exif / a dict into tag -> value."""
+def exif_tags(exif_source: Any) -> dict[int, Any]:
+    """Flatten the EXIF sub-IFD and IFD0 of bytes / a PIL image / a PIL Exif / a dict into tag -> value.
+
+    The pipeline reads them once, from the photo's header (daemon/imageio.probe: `Decoded.exif`), for the
+    focal length here and the phone's gravity (calibration/gravity.py)."""
     from PIL import Image
 
     if exif_source is None:
@@ -356,7 +359,7 @@ def intrinsics_from_exif(exif_source: Any, image_size: tuple[int, int]) -> Intri
     otherwise FocalLength (mm) with FocalPlaneXResolution (pixels per unit of the sensor, at
     PixelXDimension width) gives pixels directly. Principal point centred, no distortion.
     """
-    tags = _exif_tags(exif_source)
+    tags = exif_tags(exif_source)
     width, height = image_size
     focal_px: float | None = None
     focal_35 = _positive_float(tags.get(TAG_FOCAL_LENGTH_35MM))

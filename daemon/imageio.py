@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import io
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import cv2
 import numpy as np
 import simplejpeg
 from PIL import Image, ImageOps, UnidentifiedImageError, features
 
+from calibration.intrinsics import exif_tags
 from daemon.errors import AnalysisError
 
 # We check the pixel count ourselves, before decoding, with a message that says what the limit is.
@@ -63,28 +65,33 @@ def _check_format_and_size(image_format: str, width: int, height: int, view: str
         raise AnalysisError("image_load", f"{view} image: {width}x{height} is too small to analyse")
 
 
-def probe(data: bytes, view: str, max_pixels: int) -> tuple[str, int, int, int]:
-    """Format, stored size and EXIF orientation (1-8) from the header alone (no pixels decoded)."""
+def probe(data: bytes, view: str, max_pixels: int) -> tuple[str, int, int, int, dict[int, Any]]:
+    """Format, stored size, EXIF orientation (1-8) and the EXIF tags (IFD0 and the EXIF sub-IFD, flattened:
+    calibration/intrinsics.exif_tags) from the header alone (no pixels decoded)."""
     try:
         with Image.open(io.BytesIO(data)) as header:
             image_format = header.format or "unknown"
             width, height = header.size
             _check_format_and_size(image_format, width, height, view, max_pixels)
-            # Only then the orientation, and only from the header: Pillow's PNG getexif() decodes the
-            # whole image when no eXIf chunk precedes the pixels (a 100000x100000 bomb took gigabytes).
-            orientation = 1
+            # Only then the EXIF, and only from the header: Pillow's PNG getexif() decodes the whole
+            # image when no eXIf chunk precedes the pixels (a 100000x100000 bomb took gigabytes).
+            tags: dict[int, Any] = {}
             if image_format != "PNG" or "exif" in header.info:
                 try:
-                    orientation = int(header.getexif().get(0x0112, 1))
+                    tags = exif_tags(header)
                 except (ValueError, TypeError, OSError, SyntaxError):
-                    orientation = 1
+                    tags = {}
+            try:
+                orientation = int(tags.get(0x0112, 1))
+            except (ValueError, TypeError):
+                orientation = 1
     except AnalysisError:
         raise
     except UnidentifiedImageError:
         raise AnalysisError("image_load", f"{view} image: not an image in a supported format ({_FORMAT_NAMES})") from None
     except Exception as exc:  # noqa: BLE001 - a hostile header may trip any decoder: it is the photo's fault
         raise AnalysisError("image_load", f"{view} image: unreadable header ({type(exc).__name__}: {str(exc)[:200]})") from None
-    return image_format, width, height, orientation if 1 <= orientation <= 8 else 1
+    return image_format, width, height, orientation if 1 <= orientation <= 8 else 1, tags
 
 
 @dataclass
@@ -93,6 +100,9 @@ class Decoded:
 
     pixels: np.ndarray
     photo_size: tuple[int, int]  # (width, height) of the upright photo at full resolution
+    image_format: str = ""  # Pillow's name for the file's format ("JPEG", "MPO", "PNG", "HEIF", ...)
+    # The file's EXIF tags as probe read them from its header (focal length, orientation, maker note).
+    exif: dict[int, Any] = field(default_factory=dict)
 
     @property
     def scale(self) -> float:
@@ -142,42 +152,46 @@ def decode_upright(data: bytes, view: str, max_pixels: int, min_long_side: int =
     min_long_side > 0 lets a JPEG decode at the smallest DCT scale whose long side still reaches it;
     coordinates stay in the full photo's pixels through `photo_size`.
     """
-    image_format, width, height, orientation = probe(data, view, max_pixels)
+    image_format, width, height, orientation, tags = probe(data, view, max_pixels)
     photo_size = (height, width) if orientation in (5, 6, 7, 8) else (width, height)
     name = "JPEG" if image_format == "MPO" else image_format
     if _looks_truncated(data, image_format):
         raise AnalysisError("image_load", f"{view} image: truncated {name} (the file ends early)")
     try:
         if image_format in _VIA_PILLOW:
-            return _decode_with_pillow(data)
-        if image_format in _JPEG_LIKE:
-            try:
-                pixels = _decode_jpeg(data, width, height, orientation, min_long_side)
-            except _ScanEndsEarly:
-                raise AnalysisError(
-                    "image_load", f"{view} image: truncated JPEG (its image data ends before {width}x{height})"
-                ) from None
-            if pixels is not None:
-                return Decoded(pixels, photo_size)
-        # PNG, WebP, and JPEGs simplejpeg declines. OpenCV applies the EXIF orientation tag itself.
-        pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+            pixels = _decode_with_pillow(data)
+        else:
+            pixels = None
+            if image_format in _JPEG_LIKE:
+                try:
+                    pixels = _decode_jpeg(data, width, height, orientation, min_long_side)
+                except _ScanEndsEarly:
+                    raise AnalysisError(
+                        "image_load", f"{view} image: truncated JPEG (its image data ends before {width}x{height})"
+                    ) from None
+            if pixels is None:
+                # PNG, WebP, and JPEGs simplejpeg declines. OpenCV applies the EXIF orientation tag itself.
+                pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+                if pixels is not None:
+                    photo_size = (pixels.shape[1], pixels.shape[0])
     except AnalysisError:
         raise
     except Exception as exc:  # noqa: BLE001 - corrupt data may trip any decoder: it is the photo's fault
         raise AnalysisError("image_load", f"{view} image: corrupt {name} data ({type(exc).__name__})") from None
     if pixels is None:
         raise AnalysisError("image_load", f"{view} image: corrupt {name} data")
-    return Decoded(pixels, (pixels.shape[1], pixels.shape[0]))
+    if image_format in _VIA_PILLOW:
+        photo_size = (pixels.shape[1], pixels.shape[0])
+    return Decoded(pixels, photo_size, image_format, tags)
 
 
-def _decode_with_pillow(data: bytes) -> Decoded:
+def _decode_with_pillow(data: bytes) -> np.ndarray:
     """BMP, TIFF (first page), AVIF, HEIF: Pillow decodes; EXIF orientation applied; 16-bit and alpha
-    reduced to 8-bit RGB."""
+    reduced to 8-bit RGB. Upright BGR pixels."""
     with Image.open(io.BytesIO(data)) as image:
         image.load()
         if image.mode in ("I;16", "I;16B", "I;16L", "I"):
             # 16-bit grey (scientific and some industrial cameras): scale to 8 bits, not clip.
             image = image.point(lambda value: value / 256).convert("L")
         upright = ImageOps.exif_transpose(image).convert("RGB")
-        pixels = cv2.cvtColor(np.asarray(upright), cv2.COLOR_RGB2BGR)
-    return Decoded(pixels, (pixels.shape[1], pixels.shape[0]))
+        return cv2.cvtColor(np.asarray(upright), cv2.COLOR_RGB2BGR)

@@ -196,17 +196,10 @@ class Analyzer:
         timings = photo.timings
         with _stage("decode", timings):
             photo.decoded = decode_upright(photo.data, photo.kind, settings.max_pixels, self.decode_min_side())
-        placed = kiosk is not None and kiosk.placement is not None
-        # The gravity a phone recorded in the photo's EXIF (none from a kiosk with a placement).
-        recorded = None if placed else exif_tilt(photo.data)
         # A roll known before the photo is looked at (the kiosk's calibration, the phone's gravity) goes
         # to the first pose pass, the detector seeing the photo level; the lines are then not needed.
-        if placed:
-            known_roll = kiosk.placement.roll_deg  # type: ignore[union-attr]
-        elif recorded is not None and recorded.confident:
-            known_roll = recorded.roll_deg
-        else:
-            known_roll = None
+        known = known_tilt(kiosk, photo.decoded)
+        known_roll = known.roll_deg if known is not None and known.applied else None
         lines = None
         if settings.level_from_lines and known_roll is None:
             lines = self._lines_pool.submit(line_segments, photo.decoded.pixels)
@@ -222,10 +215,10 @@ class Analyzer:
         with _stage("level", timings):
             # The camera: the kiosk's calibration, else the photo's EXIF focal length, else a typical phone.
             photo.intrinsics = choose_intrinsics(
-                photo.decoded.photo_size, kiosk, exif_source=photo.data,
+                photo.decoded.photo_size, kiosk, exif_source=photo.decoded.exif,
                 default_vfov_deg=self.config.calibration.default_vfov_deg,
             )
-            photo.tilt = camera_tilt(photo.decoded, photo.poses, photo.intrinsics, kiosk, found, recorded)
+            photo.tilt = camera_tilt(photo.decoded, photo.poses, photo.intrinsics, known, found)
         second_look = relevel_roll(photo.tilt, settings.relevel_min_roll_deg)
         if second_look is not None:
             with _stage("relevel", timings):
@@ -302,23 +295,33 @@ class Analyzer:
         )
 
 
-def camera_tilt(decoded: Decoded, poses: PhotoPoses, intrinsics: Intrinsics, kiosk: Kiosk | None,
-                lines: LineSegments | None, recorded: CameraTilt | None = None) -> CameraTilt:
-    """How the camera was held: a kiosk's calibrated placement, else the gravity the phone recorded in
-    the photo's EXIF (calibration/gravity.py exif_tilt: `recorded`), else the photo's own
-    straight lines (calibration/roll.py; `lines`: the photo's segments, None when reading them is
-    switched off), the people's boxes left out. Only a confident roll is applied; pitch read from EXIF or
-    lines is reported (and warned about), not applied, since the correction rests on the photo's
-    intrinsics, which for a phone are read from EXIF or assumed, not calibrated."""
+def known_tilt(kiosk: Kiosk | None, decoded: Decoded) -> CameraTilt | None:
+    """How the camera was held, as known before the photo is looked at: a kiosk's calibrated placement,
+    else the gravity the phone recorded in the photo's EXIF (calibration/gravity.py; read from the tags
+    the decode already has), `applied` when it gives a roll. None when neither says anything; an EXIF
+    gravity that cannot be used comes back unapplied, with its reason."""
     if kiosk is not None and kiosk.placement is not None:
         placement = kiosk.placement
         return CameraTilt(placement.roll_deg, placement.pitch_deg, "kiosk", 1.0, applied=True)
-    if recorded is not None and recorded.roll_deg is not None:
+    recorded = exif_tilt(decoded.exif, decoded.image_format)
+    if recorded is not None:
         recorded.applied = recorded.confident
-        return recorded
+    return recorded
+
+
+def camera_tilt(decoded: Decoded, poses: PhotoPoses, intrinsics: Intrinsics, known: CameraTilt | None,
+                lines: LineSegments | None) -> CameraTilt:
+    """How the camera was held: the tilt known before the photo was looked at (known_tilt: a kiosk's
+    placement, a phone's EXIF gravity) when it gives a roll, else the photo's own straight lines
+    (calibration/roll.py; `lines`: the photo's segments, None when reading them is switched off), the
+    people's boxes left out. Only a confident roll is applied; pitch read from EXIF or lines is reported
+    (and warned about), not applied, since the correction rests on the photo's intrinsics, which for a
+    phone are read from EXIF or assumed, not calibrated (a kiosk's placement pitch is applied)."""
+    if known is not None and known.applied:
+        return known
     if lines is None:
         # Gravity recorded but unusable says why; otherwise nothing was read.
-        return recorded or CameraTilt(None, None, "none", 0.0, note="not read (pipeline.level_from_lines = false)")
+        return known or CameraTilt(None, None, "none", 0.0, note="not read (pipeline.level_from_lines = false)")
     scale = decoded.scale
     boxes = [tuple(v * scale for v in person.box) for person in poses.people]
     tilt = tilt_from_segments(
