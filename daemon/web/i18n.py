@@ -243,26 +243,32 @@ _MESSAGE_KO = {
 _WHOLE_KO = {"The Front and Side images seem to be swapped.": "정면과 측면 사진이 바뀐 것 같습니다."}
 _ARMS_DOWN_KO = "팔을 몸 옆으로 편하게 내려 주세요."
 # Sentences with a number or a word in them (camera tilt and pitch, daemon/guidance.py tilt_guidance; the
-# photo showing the wrong side, facing_guidance): pattern -> Korean with the pattern's groups.
+# photo showing the wrong side, facing_guidance): pattern -> Korean. A named group is filled in from
+# _GROUP_KO when the group has a table there (a word), else as it was matched (a number).
 _PATTERN_KO = [
     (re.compile(r"^The camera's tilt could not be read from the photo \(.*\); the measures assume the camera was level\.$"),
      "카메라 기울기를 사진에서 읽을 수 없어, 카메라가 수평이었다고 보고 측정했습니다."),
-    (re.compile(r"^The camera was tilted by ([0-9.]+) degrees; the measures were corrected for it\. Hold the camera level\.$"),
-     "카메라가 {0}도 기울어져 있어 측정값을 보정했습니다. 카메라를 수평으로 들어 주세요."),
-    (re.compile(r"^The camera was pointed ([0-9]+) degrees (down|up); the tilt measures may read a lean that is not there\. "
-                r"Hold the camera at hip height, pointed straight ahead\.$"),
-     ("카메라가 {0}도 {1} 향해 있었습니다. 기울기 측정값에 실제로 없는 기울어짐이 나타날 수 있습니다. "
+    (re.compile(r"^The camera was tilted by (?P<degrees>[0-9.]+) degrees; the measures were corrected for it\. "
+                r"Hold the camera level\.$"),
+     "카메라가 {degrees}도 기울어져 있어 측정값을 보정했습니다. 카메라를 수평으로 들어 주세요."),
+    (re.compile(r"^The camera was pointed (?P<degrees>[0-9]+) degrees (?P<where>down|up); the tilt measures may read "
+                r"a lean that is not there\. Hold the camera at hip height, pointed straight ahead\.$"),
+     ("카메라가 {degrees}도 {where} 향해 있었습니다. 기울기 측정값에 실제로 없는 기울어짐이 나타날 수 있습니다. "
       "카메라를 엉덩이 높이에서 정면을 향하게 들어 주세요.")),
-    (re.compile(r"^The target has their back to the camera; the (front|side) photo must show the (front|side)\.$"),
-     "등이 카메라를 향해 있습니다. {0} 사진에는 {1}이 찍혀야 합니다."),
+    (re.compile(r"^The target has their back to the camera; the (?P<photo>front|side) photo must show the "
+                r"(?P<shows>front|side)\.$"),
+     "등이 카메라를 향해 있습니다. {photo} 사진에는 {shows}이 찍혀야 합니다."),
     (re.compile(r"^The target is facing the camera; the side photo must show the side\.$"),
      "카메라를 정면으로 보고 있습니다. 측면 사진에는 옆모습이 찍혀야 합니다."),
     (re.compile(r"^The target's arms are crossed; let the arms hang at the sides\.$"), "팔짱을 끼고 있습니다. " + _ARMS_DOWN_KO),
     (re.compile(r"^The target's hands are on the hips; let the arms hang at the sides\.$"),
      "손을 허리에 올리고 있습니다. " + _ARMS_DOWN_KO),
 ]
-_WORD_KO = {"down": "아래를", "up": "위를", "front": "앞모습", "side": "옆모습"}
-_PHOTO_KO = {"front": "정면", "side": "측면"}
+_GROUP_KO = {
+    "where": {"down": "아래를", "up": "위를"},
+    "photo": {"front": "정면", "side": "측면"},
+    "shows": {"front": "앞모습", "side": "옆모습"},
+}
 _VIEW_PREFIX = re.compile(r"^In the (Front|Side) image, (.*)$")
 
 
@@ -281,12 +287,9 @@ def guidance_message(message: str, lang: str) -> str:
     for pattern, korean in _PATTERN_KO:
         found = pattern.match(rest)
         if found is not None:
-            groups = found.groups()
-            if pattern.pattern.startswith("^The target has their back"):
-                words = (_PHOTO_KO[groups[0]], _WORD_KO[groups[1]])
-            else:
-                words = tuple(_WORD_KO.get(group, group) for group in groups)
-            return f"{_VIEW_KO[view]}: {korean.format(*words)}"
+            words = {name: _GROUP_KO[name][value] if name in _GROUP_KO else value
+                     for name, value in found.groupdict().items()}
+            return f"{_VIEW_KO[view]}: {korean.format(**words)}"
     if rest.startswith("There are several people"):
         return f"{_VIEW_KO[view]}: 여러 사람이 보입니다. 한 사람만 찍혀야 합니다. 가장 크고 가운데에 있는 사람을 분석했습니다."
     return f"{_VIEW_KO[view]}: {rest}"
