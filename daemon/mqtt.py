@@ -615,11 +615,9 @@ class MqttBridge:
             value = getattr(received, name, None)
             if value is not None:
                 setattr(properties, name, value)
-        reply = _Reply(message.mid, message.qos, 1)
+        reply = self._open_reply(message.mid, message.qos, 1)
         topic, payload = message.topic, message.payload
         reply.resend = lambda: self._publish(topic, payload, properties, reply)
-        with self._pub_lock:
-            self._open_replies += 1
         log.info("handing a request back to the group (%d bytes)", len(payload))
         self._publish(topic, payload, properties, reply)
 
@@ -637,9 +635,7 @@ class MqttBridge:
         body = orjson.dumps({"command": ERASE_COMMAND, "id": member_id, "daemon_id": self.config.daemon_id})
         properties = Properties(PacketTypes.PUBLISH)
         properties.ContentType = "application/json"
-        reply = _Reply(request_mid=0, request_qos=0, remaining=1, done=threading.Event())
-        with self._pub_lock:
-            self._open_replies += 1
+        reply = self._open_reply(0, 0, 1, done=threading.Event())
         self._publish(self.topics.fleet_erase(), body, properties, reply)
         del body
         assert reply.done is not None
@@ -697,11 +693,17 @@ class MqttBridge:
             if delivery.correlation is not None:
                 extra.CorrelationData = delivery.correlation
             targets.append((delivery.response_topic, extra))
-        reply = _Reply(delivery.mid, delivery.qos, len(targets))
-        with self._pub_lock:
-            self._open_replies += 1
+        reply = self._open_reply(delivery.mid, delivery.qos, len(targets))
         for topic, properties in targets:
             self._publish(topic, body, properties, reply)
+
+    def _open_reply(self, request_mid: int, request_qos: int, parts: int, done: threading.Event | None = None) -> _Reply:
+        """A reply of `parts` publishes, counted open (the stop waits for it) until the last is done; the
+        request (mid, qos; 0 for none) is acknowledged then."""
+        reply = _Reply(request_mid, request_qos, parts, done=done)
+        with self._pub_lock:
+            self._open_replies += 1
+        return reply
 
     def _publish(
         self, topic: str, body: bytes, properties: Properties | None, reply: _Reply | None, retain: bool = False
