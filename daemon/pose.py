@@ -507,15 +507,16 @@ def estimate(backend: Backend, image_bgr: np.ndarray, *, min_score: float = 0.5,
     if photo_size is None:
         photo_size = (width, height)
     pixel_scale = (photo_size[0] / width, photo_size[1] / height)
+    roll = roll_deg or 0.0
     started = time.perf_counter()
-    detections = detect(backend, image_bgr, min_score, symmetric=flip_test, roll_deg=roll_deg or 0.0)
+    detections = detect(backend, image_bgr, min_score, symmetric=flip_test, roll_deg=roll)
     detect_seconds = time.perf_counter() - started
     people = _landmarks(backend, image_bgr, detections, min_presence, flip_test, photo_size, pixel_scale)
     landmark_seconds = time.perf_counter() - started - detect_seconds
     if not people:
         # Nobody at the first look: a closer look, tile by tile, for someone standing far off.
         tiles_started = time.perf_counter()
-        detections = detect_tiles(backend, image_bgr, min_score, symmetric=flip_test, roll_deg=roll_deg or 0.0)
+        detections = detect_tiles(backend, image_bgr, min_score, symmetric=flip_test, roll_deg=roll)
         detect_seconds += time.perf_counter() - tiles_started
         landmarks_started = time.perf_counter()
         people = _landmarks(backend, image_bgr, detections, min_presence, flip_test, photo_size, pixel_scale)
